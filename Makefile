@@ -1,0 +1,33 @@
+# cephdr's tasks. `make test` and `make demo` set up everything they need first (scripts/setup.sh).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup fmt lint generate check-generated test unit e2e demo bench
+
+setup:
+	scripts/setup.sh >/dev/null
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+generate:
+	$(CARGO) run --locked --quiet -- crds --out crds
+
+# CI fails when the committed CRDs differ from what the Rust types generate.
+check-generated: generate
+	git diff --exit-code -- crds/ || { echo "crds/ is stale: run 'make generate' and commit" >&2; exit 1; }
+	test -z "$$(git status --porcelain -- crds/)" || { echo "crds/ has files not committed: run 'make generate' and commit" >&2; exit 1; }
+
+# Everything: lint, generated files, unit tests, integration tests against a real kube-apiserver, and the
+# end-to-end tests against two real Ceph sites.
+test: setup lint check-generated
+	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) $(CARGO) test --workspace --locked --no-fail-fast
+
+# Only the tests that need no external process.
+unit:
+	$(CARGO) test --workspace --locked --lib --bins

@@ -1,0 +1,365 @@
+//! Real single-OSD Ceph clusters from Debian's packages, each on its own loopback address.
+//! Facts behind the settings: `shared/notes/ceph-on-loopback.md` (measured on this machine kind).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{free_port, run, scratch_dir, tail, wait_for, Daemon};
+
+/// Debian packages the sites need, named in the error when a binary is missing.
+pub const CEPH_PACKAGES: &str = "ceph-mon ceph-mgr ceph-osd radosgw rbd-mirror ceph-common";
+
+/// One Ceph cluster: mon, mgr and one bluestore OSD on a sparse file, plus RGW and rbd-mirror on request.
+pub struct CephSite {
+    pub name: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    pub keyring: PathBuf,
+    pub fsid: String,
+    /// `[v2:ip:port,v1:ip:port]`, as `mon_host` and bootstrap tokens name it.
+    pub mon_host: String,
+    daemons: Mutex<BTreeMap<String, (Daemon, PathBuf)>>,
+}
+
+/// The bed's two sites: A on 127.0.0.1, B on 127.0.0.2.
+pub struct CephSites {
+    pub a: CephSite,
+    pub b: CephSite,
+}
+
+impl CephSites {
+    /// Starts both sites in parallel.
+    pub fn start() -> Result<CephSites> {
+        let b = std::thread::spawn(|| CephSite::start("b", "127.0.0.2"));
+        let a = CephSite::start("a", "127.0.0.1")?;
+        let b = b
+            .join()
+            .map_err(|_| anyhow::anyhow!("site b start-up panicked"))??;
+        Ok(CephSites { a, b })
+    }
+}
+
+pub fn require_ceph_binaries() -> Result<()> {
+    for tool in [
+        "ceph-mon",
+        "ceph-mgr",
+        "ceph-osd",
+        "radosgw",
+        "rbd-mirror",
+        "ceph",
+        "rbd",
+        "radosgw-admin",
+        "ceph-authtool",
+        "monmaptool",
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("{tool} is not installed: the test bed needs Debian's Ceph packages (apt-get install {CEPH_PACKAGES})");
+        }
+    }
+    Ok(())
+}
+
+impl CephSite {
+    /// Creates and starts a cluster named `name` on `ip`; returns once its OSD is up. Blocking.
+    pub fn start(name: &str, ip: &str) -> Result<CephSite> {
+        require_ceph_binaries()?;
+        let dir = scratch_dir(Path::new("/tmp"), &format!("ceph-{name}"))?;
+        for sub in ["run", "log", "mon/a", "mgr/x", "osd"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let fsid = run(&mut Command::new("uuidgen"))?.trim().to_string();
+        let mon_host = format!("[v2:{ip}:{},v1:{ip}:{}]", free_port(ip)?, free_port(ip)?);
+        let conf = dir.join("ceph.conf");
+        let keyring = dir.join("keyring");
+        fs::write(&conf, ceph_conf(&dir, &fsid, &mon_host, ip))?;
+
+        let site = CephSite {
+            name: name.to_string(),
+            ip: ip.to_string(),
+            dir: dir.clone(),
+            conf,
+            keyring: keyring.clone(),
+            fsid: fsid.clone(),
+            mon_host: mon_host.clone(),
+            daemons: Mutex::new(BTreeMap::new()),
+        };
+        // Every key goes into the keyring before `ceph-mon --mkfs`, which imports them all.
+        let k = keyring.display().to_string();
+        run(Command::new("ceph-authtool").args([
+            "--create-keyring",
+            &k,
+            "--gen-key",
+            "-n",
+            "mon.",
+            "--cap",
+            "mon",
+            "allow *",
+        ]))?;
+        for (entity, caps) in [
+            (
+                "client.admin",
+                &[
+                    "mon", "allow *", "osd", "allow *", "mgr", "allow *", "mds", "allow *",
+                ][..],
+            ),
+            (
+                "mgr.x",
+                &["mon", "allow profile mgr", "osd", "allow *", "mds", "allow *"],
+            ),
+            (
+                &format!("client.rgw.{name}"),
+                &["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"],
+            ),
+            (
+                &format!("client.rbd-mirror.{name}"),
+                &["mon", "profile rbd-mirror", "osd", "profile rbd"],
+            ),
+        ] {
+            let mut cmd = Command::new("ceph-authtool");
+            cmd.args([&k, "--gen-key", "-n", entity]);
+            for pair in caps.chunks(2) {
+                cmd.args(["--cap", pair[0], pair[1]]);
+            }
+            run(&mut cmd)?;
+        }
+        let monmap = dir.join("monmap").display().to_string();
+        run(
+            Command::new("monmaptool").args(["--create", "--fsid", &fsid, "--addv", "a", &mon_host, &monmap])
+        )?;
+        run(&mut site.command_with(
+            "ceph-mon",
+            &["--mkfs", "-i", "a", "--monmap", &monmap, "--keyring", &k],
+        ))?;
+        site.start_daemon("mon.a", site.command_with("ceph-mon", &["-f", "-i", "a"]))?;
+        site.start_daemon("mgr.x", site.command_with("ceph-mgr", &["-f", "-i", "x"]))?;
+
+        let uuid = run(&mut Command::new("uuidgen"))?.trim().to_string();
+        let id = site.ceph(&["osd", "new", &uuid])?.trim().to_string();
+        fs::create_dir_all(dir.join("osd").join(&id))?;
+        run(&mut site.command_with(
+            "ceph-osd",
+            &[
+                "-i",
+                &id,
+                "--mkfs",
+                "--osd-uuid",
+                &uuid,
+                "--mkkey",
+                "--no-mon-config",
+            ],
+        ))?;
+        let osd_keyring = dir.join(format!("osd/{id}/keyring")).display().to_string();
+        site.ceph(&[
+            "auth",
+            "add",
+            &format!("osd.{id}"),
+            "osd",
+            "allow *",
+            "mon",
+            "allow profile osd",
+            "mgr",
+            "allow profile osd",
+            "-i",
+            &osd_keyring,
+        ])?;
+        site.start_daemon(
+            &format!("osd.{id}"),
+            site.command_with("ceph-osd", &["-f", "-i", &id]),
+        )?;
+        wait_for(
+            &format!("site {name}: osd.{id} up"),
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                site.ensure_daemons_running()?;
+                let stat: serde_json::Value =
+                    serde_json::from_str(&site.ceph(&["osd", "stat", "-f", "json"])?)?;
+                Ok((stat["num_up_osds"].as_u64() == Some(1)).then_some(()))
+            },
+        )?;
+        Ok(site)
+    }
+
+    /// `program -c <this site's conf>`, for the Ceph CLIs.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg("-c").arg(&self.conf).env("CEPH_CONF", &self.conf);
+        cmd
+    }
+
+    /// `program -c <conf> args...`.
+    fn command_with(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        cmd
+    }
+
+    pub fn ceph(&self, args: &[&str]) -> Result<String> {
+        run(self.command_with("ceph", &["--connect-timeout=30"]).args(args))
+            .with_context(|| format!("site {}", self.name))
+    }
+
+    pub fn rbd(&self, args: &[&str]) -> Result<String> {
+        run(&mut self.command_with("rbd", args)).with_context(|| format!("site {}", self.name))
+    }
+
+    pub fn radosgw_admin(&self, args: &[&str]) -> Result<String> {
+        run(&mut self.command_with("radosgw-admin", args)).with_context(|| format!("site {}", self.name))
+    }
+
+    fn start_daemon(&self, name: &str, command: Command) -> Result<()> {
+        let log = self.dir.join("log").join(format!("{name}.out"));
+        let daemon = Daemon::start(&format!("site {} {name}", self.name), command, &log)?;
+        self.daemons
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (daemon, log));
+        Ok(())
+    }
+
+    /// Fails, with the log tail, if any daemon of this site has exited.
+    pub fn ensure_daemons_running(&self) -> Result<()> {
+        for (daemon, log) in self.daemons.lock().unwrap().values() {
+            daemon.ensure_running(log)?;
+        }
+        Ok(())
+    }
+
+    /// Starts RGW (beast on a free loopback port) and returns its endpoint URL once it answers HTTP.
+    pub fn start_rgw(&self, zone: Option<&str>) -> Result<String> {
+        let port = free_port(&self.ip)?;
+        let frontends = format!("beast endpoint={}:{port}", self.ip);
+        let mut cmd = self.command_with(
+            "radosgw",
+            &[
+                "-f",
+                "-n",
+                &format!("client.rgw.{}", self.name),
+                "--rgw-frontends",
+                &frontends,
+            ],
+        );
+        if let Some(zone) = zone {
+            cmd.arg(format!("--rgw-zone={zone}"));
+        }
+        self.start_daemon("rgw", cmd)?;
+        let endpoint = format!("http://{}:{port}", self.ip);
+        wait_for(
+            &format!("site {}: rgw at {endpoint}", self.name),
+            Duration::from_secs(90),
+            Duration::from_millis(300),
+            || {
+                self.ensure_daemons_running()?;
+                Ok(std::net::TcpStream::connect((self.ip.as_str(), port))
+                    .ok()
+                    .and_then(|mut s| {
+                        use std::io::{Read, Write};
+                        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                        write!(s, "GET / HTTP/1.0\r\n\r\n").ok()?;
+                        let mut buf = [0u8; 12];
+                        s.read_exact(&mut buf).ok()?;
+                        buf.starts_with(b"HTTP/1.").then_some(())
+                    }))
+            },
+        )?;
+        Ok(endpoint)
+    }
+
+    /// Starts the rbd-mirror daemon of this site (it pulls images from the site's peers).
+    pub fn start_rbd_mirror(&self) -> Result<()> {
+        // rbd-mirror reopens the local cluster from the default path: CEPH_CONF is set by `command`.
+        self.start_daemon(
+            "rbd-mirror",
+            self.command_with(
+                "rbd-mirror",
+                &["-f", "-n", &format!("client.rbd-mirror.{}", self.name)],
+            ),
+        )
+    }
+
+    /// Stops one daemon (`mon.a`, `mgr.x`, `osd.0`, `rgw`, `rbd-mirror`); `kill` sends SIGKILL at once, as a
+    /// crash would.
+    pub fn stop_daemon(&self, name: &str, kill: bool) -> Result<()> {
+        let (daemon, _) = self
+            .daemons
+            .lock()
+            .unwrap()
+            .remove(name)
+            .with_context(|| format!("site {} has no daemon {name}", self.name))?;
+        if kill {
+            daemon.signal(libc::SIGKILL);
+        }
+        daemon.stop(Duration::from_secs(10));
+        Ok(())
+    }
+
+    pub fn daemon_log(&self, name: &str, lines: usize) -> String {
+        tail(&self.dir.join("log").join(format!("{name}.out")), lines)
+    }
+}
+
+fn ceph_conf(dir: &Path, fsid: &str, mon_host: &str, ip: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"[global]
+fsid = {fsid}
+mon_host = {mon_host}
+public_addr = {ip}
+keyring = {d}/keyring
+run_dir = {d}/run
+admin_socket = {d}/run/$name.asok
+log_file = {d}/log/$name.log
+auth_cluster_required = cephx
+auth_service_required = cephx
+auth_client_required = cephx
+# one OSD: size-1 pools, no failure domain, few PGs
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+mon_allow_pool_size_one = true
+mon_warn_on_pool_no_redundancy = false
+osd_crush_chooseleaf_type = 0
+osd_pool_default_pg_autoscale_mode = off
+osd_pool_default_pg_num = 8
+osd_pool_default_pgp_num = 8
+mon_max_pg_per_osd = 1000
+mon_data = {d}/mon/$id
+mgr_data = {d}/mgr/$id
+osd_data = {d}/osd/$id
+osd_objectstore = bluestore
+bluestore_block_create = true
+bluestore_block_size = 8589934592
+bluestore_block_db_create = false
+bluestore_block_wal_create = false
+bluestore_cache_autotune = false
+bluestore_cache_size = 134217728
+osd_memory_target = 939524096
+mgr_initial_modules = rbd_support
+# must be equal in every zone; small keeps sync status short
+rgw_data_log_num_shards = 8
+rgw_md_log_max_shards = 8
+rgw_sync_lease_period = 10
+rgw_bucket_index_max_aio = 8
+rbd_mirror_pool_replayers_refresh_interval = 5
+rbd_mirroring_replay_delay = 0
+
+[client]
+# many CLI clients at once would collide on one admin socket path
+admin_socket = {d}/run/$name.$pid.asok
+
+[osd]
+keyring = {d}/osd/$id/keyring
+"#
+    )
+}

@@ -1,0 +1,140 @@
+//! `FailoverRequest`: one failover, failback, resync or drill. Its spec is immutable; its status is the
+//! persisted state machine that a restarted operator resumes from.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A one-shot DR operation. Create a new request for each operation; the spec cannot change.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "cephdr.io",
+    version = "v1alpha1",
+    kind = "FailoverRequest",
+    namespaced,
+    status = "FailoverRequestStatus",
+    shortname = "fr",
+    category = "cephdr",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetSite"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "RTO", type_ = "number", json_path = ".status.rtoSeconds"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.spec == oldSelf.spec").message("a FailoverRequest's spec is immutable: create a new request")
+)]
+#[x_kube(validation = Rule::new("size(self.targets.rbdMirrorPools) + size(self.targets.realms) > 0").message("targets must name at least one rbdMirrorPool or realm"))]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRequestSpec {
+    pub action: FailoverAction,
+    /// The `CephSite` that is primary (and RGW master) when the request completes; for `drill`, the site
+    /// where the copy is checked.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub target_site: String,
+    pub targets: FailoverTargets,
+    /// Planned failover refuses to start while any image lags more than this.
+    #[schemars(range(min = 0, max = 86400))]
+    pub max_lag_seconds: Option<u32>,
+    /// How many images are demoted or promoted at once (default 16).
+    #[schemars(range(min = 1, max = 256))]
+    pub concurrency: Option<u32>,
+    /// Compute and show the plan in status without touching Ceph.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverAction {
+    /// Demote on the source, wait for the final snapshot to sync, promote on the target.
+    Planned,
+    /// Force-promote on the target while the source is unreachable.
+    Emergency,
+    /// After an emergency failover: resync the old primary, then move back with a planned failover.
+    Failback,
+    /// Demote the stale side of a split brain and resync it from the target.
+    Resync,
+    /// Prove the target's copy is usable without promoting anything.
+    Drill,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverTargets {
+    /// `RbdMirrorPool` names in this namespace.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub rbd_mirror_pools: Vec<String>,
+    /// `CephRealm` names in this namespace: the realm's zone on the target site becomes master.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub realms: Vec<String>,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FailoverPhase {
+    #[default]
+    Pending,
+    Preflight,
+    Demoting,
+    Syncing,
+    Promoting,
+    Verifying,
+    Completed,
+    Failed,
+}
+
+impl FailoverPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, FailoverPhase::Completed | FailoverPhase::Failed)
+    }
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRequestStatus {
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: FailoverPhase,
+    /// Every step of the plan, in order, with what happened.
+    #[serde(default)]
+    pub steps: Vec<StepStatus>,
+    pub started_at: Option<Time>,
+    pub completed_at: Option<Time>,
+    /// Seconds from start to completion.
+    pub rto_seconds: Option<f64>,
+    /// Emergency failover: seconds of writes on the old primary that may be lost (since its last synced
+    /// snapshot).
+    pub data_loss_window_seconds: Option<u64>,
+    /// Drill: the measured recovery point (age of the snapshot the copy was checked at).
+    pub measured_rpo_seconds: Option<u64>,
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepStatus {
+    /// What the step does, e.g. `demote`, `promote`, `commit-period`.
+    pub name: String,
+    /// What it acts on, e.g. `rbd/db-vol@site-a`.
+    pub target: String,
+    pub state: StepState,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub message: Option<String>,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    #[default]
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}

@@ -1,0 +1,247 @@
+//! `RbdMirrorPool`: one RBD pool mirrored between two sites.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::DeletionPolicy;
+
+/// One RBD pool mirrored between two `CephSite`s by rbd-mirror (or by cephdr's delta-sync engine).
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "cephdr.io",
+    version = "v1alpha1",
+    kind = "RbdMirrorPool",
+    namespaced,
+    status = "RbdMirrorPoolStatus",
+    shortname = "rmp",
+    category = "cephdr",
+    printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Primary", type_ = "string", json_path = ".status.primarySite"),
+    printcolumn(name = "Health", type_ = "string", json_path = ".status.summary.health"),
+    printcolumn(
+        name = "Max Lag",
+        type_ = "integer",
+        json_path = ".status.summary.maxLagSeconds"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.mode != 'pool' || self.images.mirrorMode == 'journal'").message("mode: pool mirrors journaled images only; use mode: image for snapshot mirroring"),
+    validation = Rule::new("size(self.snapshotSchedules) == 0 || self.images.mirrorMode == 'snapshot'").message("snapshotSchedules apply to snapshot mirroring only"),
+    validation = Rule::new("self.engine != 'delta-sync' || self.images.mirrorMode == 'snapshot'").message("the delta-sync engine ships snapshot deltas: set images.mirrorMode: snapshot"),
+    validation = Rule::new("self.sites.filter(s, s.role == 'primary').size() == 1").message("exactly one site must have role: primary"),
+    validation = Rule::new("self.sites[0].site != self.sites[1].site").message("the two sites must differ")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RbdMirrorPoolSpec {
+    /// Pool name in Ceph, the same on both sites.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("pool is immutable"))]
+    pub pool: String,
+    /// `image`: only the selected images mirror; `pool`: every journaled image mirrors.
+    #[serde(default)]
+    pub mode: PoolMirrorMode,
+    /// The two sites and their roles. Roles name where images are primary when the pool is first set up;
+    /// afterwards a `FailoverRequest` moves them and status reports where each image is primary.
+    #[schemars(length(min = 2, max = 2))]
+    pub sites: Vec<PoolSite>,
+    /// `one-way`: the secondary receives; `two-way`: both sites run rbd-mirror and can take over without
+    /// reconfiguration (needed for failback).
+    #[serde(default)]
+    pub direction: MirrorDirection,
+    #[serde(default)]
+    pub images: ImageSelector,
+    /// Mirror-snapshot schedules for snapshot mirroring.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub snapshot_schedules: Vec<SnapshotSchedule>,
+    /// Target recovery point in seconds: an image lagging more sets `RpoMet=False`.
+    #[schemars(range(min = 1, max = 604800))]
+    pub rpo_seconds: Option<u32>,
+    #[serde(default)]
+    pub engine: ReplicationEngine,
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMirrorMode {
+    #[default]
+    Image,
+    Pool,
+}
+
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSite {
+    /// A `CephSite` in this namespace.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub site: String,
+    pub role: SiteRole,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    Primary,
+    Secondary,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorDirection {
+    #[default]
+    OneWay,
+    TwoWay,
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationEngine {
+    #[default]
+    RbdMirror,
+    DeltaSync,
+}
+
+/// Which images mirror, and how.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(self.all && size(self.names) > 0)").message("set either all: true or names, not both"))]
+pub struct ImageSelector {
+    #[serde(default)]
+    pub mirror_mode: ImageMirrorMode,
+    /// Mirror every image of the pool.
+    #[serde(default)]
+    pub all: bool,
+    /// Mirror these images.
+    #[serde(default)]
+    #[schemars(
+        length(max = 4096),
+        inner(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub names: Vec<String>,
+}
+
+impl Default for ImageSelector {
+    fn default() -> Self {
+        ImageSelector {
+            mirror_mode: ImageMirrorMode::Snapshot,
+            all: true,
+            names: Vec::new(),
+        }
+    }
+}
+
+#[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageMirrorMode {
+    #[default]
+    Snapshot,
+    Journal,
+}
+
+/// A mirror-snapshot schedule, as `rbd mirror snapshot schedule add` takes it.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSchedule {
+    /// Minutes, hours or days: `15m`, `1h`, `1d`.
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,4}[mhd]$"))]
+    pub interval: String,
+    /// First snapshot time of day, `HH:MM:SS` (UTC).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"))]
+    pub start_time: Option<String>,
+}
+
+impl SnapshotSchedule {
+    /// The interval in seconds (the schema guarantees the format).
+    pub fn interval_seconds(&self) -> Option<u64> {
+        let (number, unit) = self.interval.split_at(self.interval.len().checked_sub(1)?);
+        let n: u64 = number.parse().ok()?;
+        Some(
+            n * match unit {
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86400,
+                _ => return None,
+            },
+        )
+    }
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RbdMirrorPoolStatus {
+    pub observed_generation: Option<i64>,
+    /// The site where the pool's images are primary; empty while they are split between sites.
+    pub primary_site: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+    #[serde(default)]
+    pub daemons: Vec<DaemonStatus>,
+    #[serde(default)]
+    pub images: Vec<ImageStatus>,
+    pub summary: Option<PoolSummary>,
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    pub site: String,
+    pub peer_site: String,
+    pub uuid: String,
+    /// `rx-only`, `tx-only` or `rx-tx`, as Ceph reports it.
+    pub direction: String,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonStatus {
+    pub site: String,
+    /// `OK`, `WARNING`, `ERROR` or `NotRunning`.
+    pub health: String,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    pub name: String,
+    pub primary_site: Option<String>,
+    /// rbd-mirror's state on the receiving site: `replaying`, `syncing`, `stopped`, `error`, `unknown`...
+    pub state: String,
+    pub description: Option<String>,
+    pub last_sync_time: Option<Time>,
+    pub lag_seconds: Option<u64>,
+}
+
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSummary {
+    /// `OK`, `WARNING` or `ERROR`.
+    pub health: String,
+    pub images: u32,
+    pub max_lag_seconds: Option<u64>,
+    /// Count of images per state.
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, u32>,
+}
+
+impl RbdMirrorPoolSpec {
+    pub fn site_with_role(&self, role: SiteRole) -> Option<&str> {
+        self.sites
+            .iter()
+            .find(|s| s.role == role)
+            .map(|s| s.site.as_str())
+    }
+}

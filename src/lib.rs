@@ -1,0 +1,3 @@
+//! cephdr: a Kubernetes operator for Ceph multisite disaster recovery.
+
+pub mod api;
