@@ -1,3 +1,8 @@
 //! cephdr: a Kubernetes operator for Ceph multisite disaster recovery.
 
+pub mod agent;
 pub mod api;
+pub mod controller;
+pub mod metrics;
+pub mod operator;
+pub mod plan;

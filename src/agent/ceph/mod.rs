@@ -1,0 +1,244 @@
+//! The Ceph CLI backend: [`ClusterAgent`] for a real cluster, by running `ceph`, `rbd` and `radosgw-admin`
+//! (JSON output wherever they have it) inside `cephdr agent`.
+//!
+//! Every step checks the cluster first or treats Ceph's "already so" answers as success, so running it twice
+//! changes nothing. Secrets never reach a command line or a log: see [`command`] for how each one travels.
+//! Concurrent calls are safe when the client conf gives each CLI process its own admin socket
+//! (`admin_socket = $run_dir/$name.$pid.asok` in `[client]`); with one shared path they collide.
+
+mod command;
+mod parse;
+mod rbd;
+mod rgw;
+mod rgw_policy;
+
+use std::{path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use self::command::{CephCommand, CommandOutput, Target};
+use super::{
+    AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step, SyncGroup, ZoneSync,
+};
+
+/// How long one CLI run may take before it is killed: long enough for a period commit forwarded to a
+/// remote master or a peer bootstrap that contacts the other cluster.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Ceph cluster reached through its command-line tools, as one site of cephdr.
+#[derive(Clone, Debug)]
+pub struct CephCli {
+    target: Target,
+}
+
+impl CephCli {
+    /// The cluster that Ceph's default configuration (`/etc/ceph/ceph.conf`, `client.admin`) reaches.
+    pub fn new(site: impl Into<String>) -> Self {
+        Self {
+            target: Target {
+                site: site.into(),
+                conf: None,
+                cluster: None,
+                client_id: None,
+                keyring: None,
+                timeout: DEFAULT_TIMEOUT,
+            },
+        }
+    }
+
+    /// `-c PATH` (and `CEPH_CONF`).
+    pub fn with_conf(mut self, conf: impl Into<PathBuf>) -> Self {
+        self.target.conf = Some(conf.into());
+        self
+    }
+
+    /// `--cluster NAME`: `/etc/ceph/NAME.conf` and its keyrings.
+    pub fn with_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.target.cluster = Some(cluster.into());
+        self
+    }
+
+    /// `--id ID`: the cephx user `client.ID` instead of `client.admin`.
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
+        self.target.client_id = Some(id.into());
+        self
+    }
+
+    pub fn with_keyring(mut self, keyring: impl Into<PathBuf>) -> Self {
+        self.target.keyring = Some(keyring.into());
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.target.timeout = timeout;
+        self
+    }
+
+    pub fn site(&self) -> &str {
+        &self.target.site
+    }
+
+    async fn run(&self, command: CephCommand) -> AgentResult<CommandOutput> {
+        command.run(&self.target).await
+    }
+
+    async fn run_step(&self, step: &Step) -> AgentResult<()> {
+        match step {
+            Step::CreateRealm { realm } => self.create_realm(realm).await,
+            Step::CreateZoneGroup {
+                realm,
+                zone_group,
+                endpoints,
+                master,
+            } => {
+                self.create_zone_group(realm, zone_group, endpoints, *master)
+                    .await
+            }
+            Step::CreateZone {
+                realm,
+                zone_group,
+                zone,
+                endpoints,
+                master,
+                read_only,
+                keys,
+            } => {
+                let wanted = rgw::WantedZone {
+                    endpoints,
+                    master: *master,
+                    read_only: *read_only,
+                    keys,
+                };
+                self.create_zone(realm, zone_group, zone, wanted).await
+            }
+            Step::ModifyZone {
+                realm,
+                zone_group,
+                zone,
+                master,
+                read_only,
+            } => {
+                self.modify_zone(realm, zone_group, zone, *master, *read_only)
+                    .await
+            }
+            Step::CreateSystemUser { uid, keys } => self.create_system_user(uid, keys).await,
+            Step::CommitPeriod { realm } => self.commit_period(realm).await,
+            Step::PullRealm { realm, url, keys } => self.pull_realm(realm, url, keys).await,
+            Step::PullPeriod { realm, url, keys } => self.pull_period(realm, url, keys).await,
+            Step::InitMetadataSync { realm, zone } => self.init_metadata_sync(realm, zone).await,
+            Step::SetSyncPolicy {
+                realm,
+                zone_group,
+                groups,
+            } => self.set_sync_policy(realm, zone_group, groups).await,
+            Step::DeleteZone {
+                realm,
+                zone_group,
+                zone,
+            } => self.delete_zone(realm, zone_group, zone).await,
+            Step::DeleteRealm { realm } => self.delete_realm(realm).await,
+            Step::CreatePool { pool } => self.create_pool(pool).await,
+            Step::EnablePoolMirroring {
+                pool,
+                mode,
+                site_name,
+            } => self.enable_pool_mirroring(pool, *mode, site_name).await,
+            Step::DisablePoolMirroring { pool } => self.disable_pool_mirroring(pool).await,
+            Step::ImportPeer {
+                pool,
+                token,
+                direction,
+                site_name,
+            } => self.import_peer(pool, token, *direction, site_name).await,
+            Step::SetPeerDirection {
+                pool,
+                uuid,
+                direction,
+            } => self.set_peer_direction(pool, uuid, *direction).await,
+            Step::RemovePeer { pool, uuid } => self.remove_peer(pool, uuid).await,
+            Step::EnableImageMirroring { pool, image, mode } => {
+                self.enable_image_mirroring(pool, image, *mode).await
+            }
+            Step::DisableImageMirroring { pool, image } => self.disable_image_mirroring(pool, image).await,
+            Step::CreateMirrorSnapshot { pool, image } => self.create_mirror_snapshot(pool, image).await,
+            Step::PromoteImage { pool, image, force } => self.promote_image(pool, image, *force).await,
+            Step::DemoteImage { pool, image } => self.demote_image(pool, image).await,
+            Step::ResyncImage { pool, image } => self.resync_image(pool, image).await,
+            Step::AddSnapshotSchedule {
+                pool,
+                image,
+                interval,
+                start_time,
+            } => {
+                self.add_snapshot_schedule(pool, image.as_deref(), interval, start_time.as_deref())
+                    .await
+            }
+            Step::RemoveSnapshotSchedule {
+                pool,
+                image,
+                interval,
+                start_time,
+            } => {
+                self.remove_snapshot_schedule(pool, image.as_deref(), interval, start_time.as_deref())
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterAgent for CephCli {
+    async fn cluster_info(&self) -> AgentResult<ClusterInfo> {
+        let (status, versions) = tokio::try_join!(
+            self.run(CephCommand::ceph(["status"])),
+            self.run(CephCommand::ceph(["versions"])),
+        )?;
+        parse::cluster_info(&status, &versions)
+    }
+
+    async fn rgw_realm(&self, realm: &str) -> AgentResult<RgwRealmState> {
+        self.read_rgw_realm(realm)
+            .instrument(tracing::debug_span!("rgw_realm", site = %self.site()))
+            .await
+    }
+
+    async fn rgw_sync_status(&self, realm: &str, zone: &str) -> AgentResult<ZoneSync> {
+        self.read_rgw_sync_status(realm, zone)
+            .instrument(tracing::debug_span!("rgw_sync_status", site = %self.site()))
+            .await
+    }
+
+    async fn rgw_sync_policy(&self, realm: &str, zone_group: &str) -> AgentResult<Vec<SyncGroup>> {
+        self.read_sync_policy(realm, zone_group)
+            .instrument(tracing::debug_span!("rgw_sync_policy", site = %self.site()))
+            .await
+    }
+
+    async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
+        self.read_rbd_pool(pool)
+            .instrument(tracing::debug_span!("rbd_pool", site = %self.site()))
+            .await
+    }
+
+    async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
+        let command = CephCommand::rbd(["mirror", "pool", "peer", "bootstrap", "create"])
+            .arg(format!("--site-name={site_name}"))
+            .arg(pool);
+        Ok(Sensitive(self.run(command).await?.stdout.trim().to_string()))
+    }
+
+    async fn execute(&self, step: &Step) -> AgentResult<()> {
+        let span = tracing::info_span!("ceph_step", site = %self.site(), step = %step);
+        let started = std::time::Instant::now();
+        let result = self.run_step(step).instrument(span).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(()) => tracing::info!(site = %self.site(), step = %step, elapsed_ms, "step done"),
+            Err(error) => {
+                tracing::warn!(site = %self.site(), step = %step, elapsed_ms, %error, "step failed")
+            }
+        }
+        result
+    }
+}

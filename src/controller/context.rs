@@ -1,0 +1,125 @@
+//! What every reconcile shares: the client, the caches of related resources, the way to reach each site's
+//! agent, metrics, Events and per-object backoff.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use kube::{
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+    Client, Resource, ResourceExt,
+};
+use rand::Rng;
+
+use super::error::{Error, Result};
+use crate::{
+    agent::ClusterAgent,
+    api::{CephRealm, CephSite, CephZone, RbdMirrorPool},
+    metrics::Metrics,
+};
+
+/// How the operator reaches the agent of a `CephSite`.
+#[async_trait]
+pub trait AgentConnector: Send + Sync {
+    async fn connect(&self, site: &CephSite) -> Result<Arc<dyn ClusterAgent>>;
+}
+
+/// Agents fixed in advance by `CephSite` name: simulated clusters in tests, benchmarks and the no-Ceph demo.
+pub struct FixedAgents(pub HashMap<String, Arc<dyn ClusterAgent>>);
+
+#[async_trait]
+impl AgentConnector for FixedAgents {
+    async fn connect(&self, site: &CephSite) -> Result<Arc<dyn ClusterAgent>> {
+        self.0
+            .get(&site.name_any())
+            .cloned()
+            .ok_or_else(|| Error::SiteNotFound(site.name_any()))
+    }
+}
+
+/// Read-only caches of the resources controllers look each other up in.
+#[derive(Clone)]
+pub struct Stores {
+    pub sites: Store<CephSite>,
+    pub realms: Store<CephRealm>,
+    pub zones: Store<CephZone>,
+    pub pools: Store<RbdMirrorPool>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub agents: Arc<dyn AgentConnector>,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    backoff: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        agents: Arc<dyn AgentConnector>,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: super::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context {
+            client,
+            agents,
+            stores,
+            metrics,
+            recorder,
+            backoff: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The `CephSite` named `name` in `namespace`, from the cache.
+    pub fn site(&self, namespace: &str, name: &str) -> Result<Arc<CephSite>> {
+        self.stores
+            .sites
+            .get(&ObjectRef::new(name).within(namespace))
+            .ok_or_else(|| Error::SiteNotFound(name.into()))
+    }
+
+    /// The agent of the `CephSite` named `name` in `namespace`.
+    pub async fn agent(&self, namespace: &str, name: &str) -> Result<Arc<dyn ClusterAgent>> {
+        let site = self.site(namespace, name)?;
+        self.agents.connect(&site).await
+    }
+
+    /// The next retry delay for `object`: exponential from 2 s to 5 min with ±20% jitter, so objects that
+    /// failed together do not retry together.
+    pub fn next_backoff<K: Resource>(&self, object: &K) -> Duration {
+        let mut attempts = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let n = attempts.entry(backoff_key(object)).or_insert(0);
+        *n = (*n + 1).min(16);
+        let base = (2u64 << (*n - 1).min(8)).min(300) as f64;
+        Duration::from_secs_f64(base * rand::rng().random_range(0.8..1.2))
+    }
+
+    pub fn reset_backoff<K: Resource>(&self, object: &K) {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&backoff_key(object));
+    }
+}
+
+fn backoff_key<K: Resource>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        std::any::type_name::<K>(),
+        object.meta().namespace.as_deref().unwrap_or(""),
+        object.meta().name.as_deref().unwrap_or("")
+    )
+}

@@ -1,0 +1,70 @@
+//! Controller errors: typed until `error_policy`, where they become a condition reason, an Event and a
+//! metric label.
+
+use crate::agent::AgentError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("site {site}: {source}")]
+    Agent {
+        site: String,
+        #[source]
+        source: AgentError,
+    },
+    #[error("CephSite {0} not found in this namespace")]
+    SiteNotFound(String),
+    #[error("Secret {name} has no key {key}")]
+    SecretMissing { name: String, key: String },
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("cleanup not finished, still to undo: {0}")]
+    CleanupPending(String),
+    #[error("kubernetes api call failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A fixed CamelCase reason: condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Agent { source, .. } => source.reason(),
+            Error::SiteNotFound(_) => crate::api::conditions::reason::SITE_NOT_FOUND,
+            Error::SecretMissing { .. } => crate::api::conditions::reason::SECRET_MISSING,
+            Error::InvalidSpec(_) => crate::api::conditions::reason::INVALID_SPEC,
+            Error::CleanupPending(_) => crate::api::conditions::reason::PROGRESSING,
+            Error::Kube(_) => crate::api::conditions::reason::KUBE_API_ERROR,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => crate::api::conditions::reason::KUBE_API_ERROR,
+            },
+        }
+    }
+
+    /// Errors that only a change of the resource (or of what it refers to) can fix: retrying on a timer
+    /// would only repeat them, so the controller waits for a change instead.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl Error {
+    pub fn agent(site: &str) -> impl FnOnce(AgentError) -> Error + '_ {
+        move |source| Error::Agent {
+            site: site.to_string(),
+            source,
+        }
+    }
+}

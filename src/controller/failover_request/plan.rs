@@ -1,0 +1,769 @@
+//! The failover state machine, pure: request + persisted status + what the sites report -> the next steps
+//! and the new status. Persisted before each step runs, so a restarted operator resumes.
+//!
+//! Every call rebuilds its decisions from observations. `status.steps` holds the plan (one row per task,
+//! in run order) and which rows are settled; a `running` row only says its step was handed out, not that it
+//! ran, so each call asks the sites whether its effect is there (an image's primary flag, a received
+//! demotion snapshot, the master zone of the committed period) and hands the step out again when it is
+//! not. Steps are idempotent, so running one twice changes nothing. One call advances as many phases as
+//! the observation allows and stops at the first phase that hands out steps or waits.
+//!
+//! Phases: Pending → Preflight → Demoting → Syncing → Promoting → Verifying → Completed | Failed. Which
+//! task runs in which phase is fixed per task kind (see `ledger`), so every action walks the same phases
+//! and skips the ones it has no task in.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use super::{
+    ledger::{Chain, Entry, Ledger, Subject, Target, Task},
+    rbd, rgw,
+};
+use crate::{
+    agent::{AgentError, RbdPoolState, RgwRealmState, SystemKeys, ZoneSync},
+    api::{
+        conditions::{self, reason as common_reason},
+        failover_request::{
+            FailoverAction, FailoverPhase, FailoverRequestSpec, FailoverRequestStatus, StepState,
+        },
+        rbd_mirror_pool::RbdMirrorPoolSpec,
+    },
+    plan::SiteStep,
+};
+
+/// Condition types this controller sets besides `Ready`, `Reconciling` and `Stalled`.
+pub const DRY_RUN: &str = "DryRun";
+pub const BLOCKED: &str = "Blocked";
+pub const RESYNC_REQUIRED: &str = "ResyncRequired";
+pub const SITE_UNREACHABLE: &str = "SiteUnreachable";
+
+/// Condition reasons of failover requests (the common ones live in `api::conditions::reason`).
+pub mod reason {
+    pub const PREFLIGHT_FAILED: &str = "PreflightFailed";
+    pub const STEP_FAILED: &str = "StepFailed";
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    pub const INVALID_STATUS: &str = "InvalidStatus";
+    pub const DRY_RUN: &str = "DryRun";
+    pub const BLOCKED_BY_REQUEST: &str = "BlockedByRequest";
+    pub const FORCE_PROMOTED: &str = "ForcePromoted";
+    pub const UNREACHABLE_TOO_LONG: &str = "UnreachableTooLong";
+}
+
+/// How long a site may stay unreachable after the preflight before the request fails.
+pub const UNREACHABLE_DEADLINE: Duration = Duration::from_secs(600);
+const DEFAULT_CONCURRENCY: u32 = 16;
+const REQUEUE_AFTER_STEPS: Duration = Duration::from_secs(2);
+const REQUEUE_WAITING: Duration = Duration::from_secs(5);
+const REQUEUE_BLOCKED: Duration = Duration::from_secs(15);
+const REQUEUE_DRY_RUN: Duration = Duration::from_secs(1);
+/// Terminal requests plan nothing; an occasional look costs nothing.
+const REQUEUE_IDLE: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedPoolSite {
+    /// `CephSite` resource name.
+    pub site: String,
+    /// `Err` when the site's agent could not be reached or the call (or a step the reconciler ran there)
+    /// failed. Typed, because only `Unreachable` is waited out.
+    pub pool: Result<RbdPoolState, AgentError>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedPool {
+    /// `RbdMirrorPool` resource name.
+    pub name: String,
+    pub spec: RbdMirrorPoolSpec,
+    pub sites: Vec<ObservedPoolSite>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedZone {
+    /// Zone name in Ceph.
+    pub zone: String,
+    pub zone_group: String,
+    /// `CephSite` resource name.
+    pub site: String,
+    /// One of the zone's endpoints (for period pulls).
+    pub endpoint: String,
+    pub local: Result<RgwRealmState, AgentError>,
+    pub sync: Option<Result<ZoneSync, AgentError>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedRealm {
+    /// `CephRealm` resource name (= realm name in Ceph).
+    pub name: String,
+    pub zones: Vec<ObservedZone>,
+    /// The realm's sync user keys (its `syncUserSecretRef`), needed to pull a period; `None` when the
+    /// Secret could not be read, and a pull then waits.
+    pub sync_keys: Option<SystemKeys>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub pools: Vec<ObservedPool>,
+    pub realms: Vec<ObservedRealm>,
+    /// Names of other FailoverRequests that are running on any of the same targets and started earlier.
+    pub blocking_requests: Vec<String>,
+}
+
+/// What to do now: the steps to run, and the status to persist *before* running them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub status: FailoverRequestStatus,
+    /// Independent steps: run all at once (at most one per image).
+    pub steps: Vec<SiteStep>,
+    /// Dependent steps (RGW: `ModifyZone` takes effect only with the `CommitPeriod` after it): run one after
+    /// another, in order, once every step of `steps` succeeded; stop at the first failure.
+    pub then: Vec<SiteStep>,
+    pub requeue: Duration,
+}
+
+pub fn next(
+    spec: &FailoverRequestSpec,
+    status: &FailoverRequestStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Transition {
+    let ctx = Ctx { spec, observed, now };
+    match Ledger::parse(&status.steps) {
+        Ok(ledger) => {
+            let mut run = Run {
+                status: status.clone(),
+                ledger,
+                steps: Vec::new(),
+                then: Vec::new(),
+            };
+            let outcome = drive(&ctx, &mut run);
+            conclude(&ctx, run, outcome)
+        }
+        Err(message) if !status.phase.is_terminal() => {
+            let run = Run {
+                status: status.clone(),
+                ledger: Ledger::build(Vec::new()),
+                steps: Vec::new(),
+                then: Vec::new(),
+            };
+            let mut transition = conclude(
+                &ctx,
+                run,
+                Outcome::Failed(Failure::new(reason::INVALID_STATUS, message)),
+            );
+            transition.status.steps = status.steps.clone();
+            transition
+        }
+        Err(_) => unchanged(status),
+    }
+}
+
+/// What one call looks at.
+pub(super) struct Ctx<'a> {
+    pub spec: &'a FailoverRequestSpec,
+    pub observed: &'a Observed,
+    pub now: Timestamp,
+}
+
+impl Ctx<'_> {
+    pub(super) fn target(&self) -> &str {
+        &self.spec.target_site
+    }
+
+    pub(super) fn action(&self) -> FailoverAction {
+        self.spec.action
+    }
+
+    /// Whether the action needs the site that is not the target: emergency and drill work on the target
+    /// alone (the other site may be gone, which is the point of an emergency).
+    pub(super) fn needs_peer(&self) -> bool {
+        !matches!(
+            self.spec.action,
+            FailoverAction::Emergency | FailoverAction::Drill
+        )
+    }
+
+    /// Whether the request touches `site` at all.
+    pub(super) fn is_relevant(&self, site: &str) -> bool {
+        site == self.target() || self.needs_peer()
+    }
+}
+
+/// What the sites show of one row's task.
+pub(super) enum Eval {
+    /// The task's effect is there.
+    Satisfied,
+    /// Nothing to run yet; says what the task waits for.
+    Wait(String),
+    /// Run these steps to make progress.
+    Emit(Vec<SiteStep>),
+    /// The task cannot succeed: the request fails with this message.
+    Fail(String),
+    /// The task does not apply to this subject (skipped with this message).
+    NotApplicable(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub(super) fn new(reason: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn preflight(message: impl Into<String>) -> Failure {
+        Failure::new(reason::PREFLIGHT_FAILED, message)
+    }
+
+    pub(super) fn site(site: &str, error: &AgentError) -> Failure {
+        Failure::new(error.reason(), format!("site {site}: {error}"))
+    }
+}
+
+/// Whole seconds from `earlier` to `later`, zero when `later` is not later.
+pub(super) fn seconds_between(later: Timestamp, earlier: Timestamp) -> u64 {
+    u64::try_from(later.duration_since(earlier).as_secs()).unwrap_or(0)
+}
+
+struct Run {
+    status: FailoverRequestStatus,
+    ledger: Ledger,
+    steps: Vec<SiteStep>,
+    then: Vec<SiteStep>,
+}
+
+enum Outcome {
+    Unchanged,
+    DryRunListed,
+    Blocked,
+    Working {
+        message: String,
+    },
+    Unreachable {
+        site: String,
+        error: String,
+        for_seconds: u64,
+    },
+    Failed(Failure),
+    Completed,
+}
+
+fn drive(ctx: &Ctx, run: &mut Run) -> Outcome {
+    loop {
+        let phase = run.status.phase;
+        match phase {
+            FailoverPhase::Pending if ctx.spec.dry_run => return dry_run(ctx, run),
+            FailoverPhase::Pending if !ctx.observed.blocking_requests.is_empty() => return Outcome::Blocked,
+            FailoverPhase::Pending => {
+                run.status.started_at = Some(Time(ctx.now));
+                run.status.phase = FailoverPhase::Preflight;
+            }
+            FailoverPhase::Preflight => match preflight(ctx) {
+                Ok((ledger, data_loss_window_seconds)) => {
+                    run.ledger = ledger;
+                    run.status.data_loss_window_seconds = data_loss_window_seconds;
+                    run.status.phase = FailoverPhase::Demoting;
+                }
+                Err(failure) => return Outcome::Failed(failure),
+            },
+            FailoverPhase::Demoting
+            | FailoverPhase::Syncing
+            | FailoverPhase::Promoting
+            | FailoverPhase::Verifying => {
+                if let Some(outcome) = gate(ctx, run) {
+                    return outcome;
+                }
+                match advance(ctx, run, phase) {
+                    Some(outcome) => return outcome,
+                    None if phase == FailoverPhase::Verifying => return verify(ctx, run),
+                    None => run.status.phase = following(phase),
+                }
+            }
+            FailoverPhase::Completed | FailoverPhase::Failed => return Outcome::Unchanged,
+        }
+    }
+}
+
+fn following(phase: FailoverPhase) -> FailoverPhase {
+    match phase {
+        FailoverPhase::Pending => FailoverPhase::Preflight,
+        FailoverPhase::Preflight => FailoverPhase::Demoting,
+        FailoverPhase::Demoting => FailoverPhase::Syncing,
+        FailoverPhase::Syncing => FailoverPhase::Promoting,
+        FailoverPhase::Promoting => FailoverPhase::Verifying,
+        FailoverPhase::Verifying | FailoverPhase::Completed => FailoverPhase::Completed,
+        FailoverPhase::Failed => FailoverPhase::Failed,
+    }
+}
+
+/// Checks the request against what the sites show and lays out the plan; returns it with the emergency's
+/// data-loss window.
+fn preflight(ctx: &Ctx) -> Result<(Ledger, Option<u64>), Failure> {
+    let images = rbd::plan(ctx)?;
+    let mut chains: Vec<Chain> = images.chains;
+    chains.extend(rgw::plan(ctx)?);
+    Ok((Ledger::build(chains), images.data_loss_window_seconds))
+}
+
+/// First call lists the plan and stays Pending; the next one completes. Nothing runs either time.
+fn dry_run(ctx: &Ctx, run: &mut Run) -> Outcome {
+    if conditions::is_true(&run.status.conditions, DRY_RUN) {
+        return Outcome::Completed;
+    }
+    match preflight(ctx) {
+        Ok((ledger, _)) => {
+            run.ledger = ledger;
+            Outcome::DryRunListed
+        }
+        Err(failure) => Outcome::Failed(Failure {
+            message: format!("dry run: {}", failure.message),
+            ..failure
+        }),
+    }
+}
+
+/// Sites the request needs must answer. Unreachable ones are waited out up to [`UNREACHABLE_DEADLINE`]
+/// (nothing runs meanwhile: a planned promote must not go ahead while the source cannot confirm it is
+/// demoted); any other error (including a step the reconciler saw fail there) fails the request.
+fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
+    let faults = faults(ctx);
+    if let Some((site, error)) = faults
+        .iter()
+        .find(|(_, e)| !matches!(e, AgentError::Unreachable { .. }))
+    {
+        let failed_row = (0..run.ledger.entries().len()).find(|&i| {
+            run.ledger.state(i) == StepState::Running && run.ledger.entry(i).target.site() == *site
+        });
+        let message = match failed_row {
+            Some(i) => format!(
+                "{} {} failed: {error}",
+                run.ledger.rows()[i].name,
+                run.ledger.rows()[i].target
+            ),
+            None => format!("site {site}: {error}"),
+        };
+        run.ledger.fail_running(ctx.now, &error.to_string(), Some(site));
+        return Some(Outcome::Failed(Failure::new(reason::STEP_FAILED, message)));
+    }
+    let (site, error) = faults.first()?;
+    let since = run
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SITE_UNREACHABLE && c.status == "True")
+        .map_or(ctx.now, |c| c.last_transition_time.0);
+    let for_seconds = seconds_between(ctx.now, since);
+    if for_seconds < UNREACHABLE_DEADLINE.as_secs() {
+        return Some(Outcome::Unreachable {
+            site: site.to_string(),
+            error: error.to_string(),
+            for_seconds,
+        });
+    }
+    let hint = if *site != ctx.target()
+        && matches!(ctx.action(), FailoverAction::Planned | FailoverAction::Failback)
+    {
+        "; create an emergency FailoverRequest to force-promote"
+    } else {
+        ""
+    };
+    let message = format!(
+        "site {site} unreachable for {for_seconds} s during {:?}{hint}",
+        run.status.phase
+    );
+    run.ledger
+        .fail_running(ctx.now, &format!("not confirmed: {message}"), None);
+    Some(Outcome::Failed(Failure::new(
+        reason::UNREACHABLE_TOO_LONG,
+        message,
+    )))
+}
+
+/// Errors of the sites the request needs, one per site.
+fn faults<'a>(ctx: &'a Ctx) -> Vec<(&'a str, &'a AgentError)> {
+    let pools = ctx
+        .observed
+        .pools
+        .iter()
+        .filter(|p| ctx.spec.targets.rbd_mirror_pools.contains(&p.name));
+    let pool_errors = pools
+        .flat_map(|p| &p.sites)
+        .filter_map(|s| Some((s.site.as_str(), s.pool.as_ref().err()?)));
+    let realms = ctx
+        .observed
+        .realms
+        .iter()
+        .filter(|r| ctx.spec.targets.realms.contains(&r.name));
+    let zone_errors = realms
+        .flat_map(|r| &r.zones)
+        .filter_map(|z| Some((z.site.as_str(), z.local.as_ref().err()?)));
+    let mut faults: Vec<(&str, &AgentError)> = Vec::new();
+    for (site, error) in pool_errors.chain(zone_errors) {
+        if ctx.is_relevant(site) && !faults.iter().any(|(s, _)| *s == site) {
+            faults.push((site, error));
+        }
+    }
+    faults
+}
+
+/// A row's task as the sites show it.
+fn evaluate(ctx: &Ctx, entry: &Entry) -> Eval {
+    match &entry.target {
+        Target::Image { pool, image, site } => rbd::evaluate(ctx, entry.task, pool, image, site),
+        Target::Realm { .. } | Target::Zone { .. } => rgw::evaluate(ctx, entry.task, &entry.target),
+    }
+}
+
+/// A step a row asks for, before the concurrency limit decides whether it runs now.
+struct Proposal {
+    row: usize,
+    steps: Vec<SiteStep>,
+    was_running: bool,
+    on_image: bool,
+}
+
+/// Settles what the sites show as done, hands out the steps of the next task of every subject in `phase`
+/// (at most `concurrency` image steps in flight) and returns `None` once every row of the phase is settled.
+fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
+    let mut proposals = Vec::new();
+    let mut waits = Vec::new();
+    for group in run.ledger.subjects_in(phase) {
+        for i in group {
+            if run.ledger.is_settled(i) {
+                continue;
+            }
+            let entry = run.ledger.entry(i).clone();
+            match evaluate(ctx, &entry) {
+                Eval::Satisfied if entry.task.is_action() && run.ledger.state(i) == StepState::Pending => {
+                    let message = Some("nothing to do: already so when first observed".to_string());
+                    run.ledger.settle(i, StepState::Skipped, ctx.now, message);
+                }
+                Eval::Satisfied => run.ledger.settle(i, StepState::Done, ctx.now, None),
+                Eval::NotApplicable(message) => {
+                    run.ledger.settle(i, StepState::Skipped, ctx.now, Some(message))
+                }
+                Eval::Wait(message) => {
+                    if !entry.task.is_action() {
+                        run.ledger.start(i, ctx.now);
+                    }
+                    waits.push(message);
+                    break;
+                }
+                Eval::Fail(message) => {
+                    let row = &run.ledger.rows()[i];
+                    let failure = Failure::new(
+                        reason::STEP_FAILED,
+                        format!("{} {}: {message}", row.name, row.target),
+                    );
+                    run.ledger.settle(i, StepState::Failed, ctx.now, Some(message));
+                    return Some(Outcome::Failed(failure));
+                }
+                Eval::Emit(steps) => {
+                    let was_running = run.ledger.state(i) == StepState::Running;
+                    let on_image = matches!(entry.target.subject(), Subject::Image { .. });
+                    proposals.push(Proposal {
+                        row: i,
+                        steps,
+                        was_running,
+                        on_image,
+                    });
+                    if !entry.task.joins_next() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    let concurrency = ctx.spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
+    let in_flight = proposals.iter().filter(|p| p.on_image && p.was_running).count();
+    let mut free = concurrency.saturating_sub(in_flight);
+    let (mut emitted, mut queued) = (0, 0);
+    for proposal in proposals {
+        let runs_now = !proposal.on_image || proposal.was_running || free > 0;
+        if !runs_now {
+            queued += 1;
+            continue;
+        }
+        if proposal.on_image && !proposal.was_running {
+            free -= 1;
+        }
+        run.ledger.start(proposal.row, ctx.now);
+        emitted += proposal.steps.len();
+        if proposal.on_image {
+            run.steps.extend(proposal.steps);
+        } else {
+            run.then.extend(proposal.steps);
+        }
+    }
+
+    if emitted == 0 && waits.is_empty() && queued == 0 && run.ledger.phase_settled(phase) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if emitted > 0 {
+        parts.push(format!("running {emitted} step(s)"));
+    }
+    if queued > 0 {
+        parts.push(format!("{queued} queued behind concurrency {concurrency}"));
+    }
+    if let Some(first) = waits.first() {
+        let more = match waits.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        parts.push(format!("{first}{more}"));
+    }
+    Some(Outcome::Working {
+        message: format!("{phase:?}: {}", parts.join("; ")),
+    })
+}
+
+/// Every subject must end where the request wants it; a drill also reports its measured RPO.
+fn verify(ctx: &Ctx, run: &mut Run) -> Outcome {
+    let mut subjects: Vec<Subject> = Vec::new();
+    for entry in run.ledger.entries() {
+        if !subjects.contains(&entry.target.subject()) {
+            subjects.push(entry.target.subject());
+        }
+    }
+    if ctx.action() == FailoverAction::Drill {
+        let ages = subjects.iter().filter_map(|subject| match *subject {
+            Subject::Image { pool, image } => rbd::copy_age(ctx, pool, image),
+            Subject::Realm(realm) => rgw::sync_lag(ctx, realm),
+        });
+        run.status.measured_rpo_seconds = ages.max();
+        return Outcome::Completed;
+    }
+    let problems: Vec<String> = subjects
+        .iter()
+        .filter_map(|subject| {
+            match *subject {
+                Subject::Image { pool, image } => rbd::verify(ctx, pool, image),
+                Subject::Realm(realm) => rgw::verify(ctx, realm),
+            }
+            .err()
+        })
+        .collect();
+    match problems.first() {
+        None => Outcome::Completed,
+        Some(first) => {
+            let more = if problems.len() > 1 {
+                format!(" (and {} more)", problems.len() - 1)
+            } else {
+                String::new()
+            };
+            Outcome::Failed(Failure::new(
+                reason::VERIFICATION_FAILED,
+                format!("verification failed: {first}{more}"),
+            ))
+        }
+    }
+}
+
+fn unchanged(status: &FailoverRequestStatus) -> Transition {
+    Transition {
+        status: status.clone(),
+        steps: Vec::new(),
+        then: Vec::new(),
+        requeue: REQUEUE_IDLE,
+    }
+}
+
+/// Writes the outcome into the status: phase, figures, conditions and requeue.
+fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
+    let Run {
+        mut status,
+        mut ledger,
+        steps,
+        then,
+    } = run;
+    if matches!(outcome, Outcome::Unchanged) {
+        return unchanged(&status);
+    }
+    let now = ctx.now;
+    let condition = |type_: &str, value: bool, reason: &str, message: &str| {
+        conditions::condition(type_, value, reason, message, None)
+    };
+    let (mut desired, requeue) = match &outcome {
+        Outcome::Unchanged | Outcome::Completed | Outcome::Failed(_) => (Vec::new(), REQUEUE_IDLE),
+        Outcome::DryRunListed => {
+            let message = format!(
+                "dry run: {} step(s) planned in status.steps; nothing runs",
+                ledger.rows().len()
+            );
+            let desired = running_conditions(common_reason::PROGRESSING, &message);
+            (desired, REQUEUE_DRY_RUN)
+        }
+        Outcome::Blocked => {
+            let names = ctx.observed.blocking_requests.join(", ");
+            let message =
+                format!("waiting for FailoverRequests {names}, which started earlier on the same targets");
+            let mut desired = running_conditions(common_reason::WAITING_FOR_DEPENDENCY, &message);
+            desired.push(condition(BLOCKED, true, reason::BLOCKED_BY_REQUEST, &message));
+            (desired, REQUEUE_BLOCKED)
+        }
+        Outcome::Working { message } => {
+            let requeue = if steps.is_empty() && then.is_empty() {
+                REQUEUE_WAITING
+            } else {
+                REQUEUE_AFTER_STEPS
+            };
+            (running_conditions(common_reason::PROGRESSING, message), requeue)
+        }
+        Outcome::Unreachable {
+            site,
+            error,
+            for_seconds,
+        } => {
+            let message = format!(
+                "site {site} unreachable for {for_seconds} s during {:?}; retrying for up to {} s: {error}",
+                status.phase,
+                UNREACHABLE_DEADLINE.as_secs()
+            );
+            let mut desired = running_conditions(common_reason::AGENT_UNREACHABLE, &message);
+            desired.push(condition(
+                SITE_UNREACHABLE,
+                true,
+                common_reason::AGENT_UNREACHABLE,
+                &message,
+            ));
+            (desired, Duration::from_secs((for_seconds / 4).clamp(5, 60)))
+        }
+    };
+    match outcome {
+        Outcome::Failed(failure) => {
+            ledger.fail_running(now, &format!("not confirmed: {}", failure.message), None);
+            status.phase = FailoverPhase::Failed;
+            status.completed_at = Some(Time(now));
+            desired.push(condition(
+                conditions::READY,
+                false,
+                failure.reason,
+                &failure.message,
+            ));
+            desired.push(condition(
+                conditions::RECONCILING,
+                false,
+                failure.reason,
+                &failure.message,
+            ));
+            desired.push(condition(
+                conditions::STALLED,
+                true,
+                failure.reason,
+                &failure.message,
+            ));
+        }
+        Outcome::Completed => {
+            status.phase = FailoverPhase::Completed;
+            status.completed_at = Some(Time(now));
+            if !ctx.spec.dry_run {
+                status.rto_seconds = status
+                    .started_at
+                    .as_ref()
+                    .map(|t| now.duration_since(t.0).as_secs_f64());
+            }
+            let message = completion_message(ctx, &status);
+            desired.push(condition(
+                conditions::READY,
+                true,
+                common_reason::RECONCILED,
+                &message,
+            ));
+            desired.push(condition(
+                conditions::RECONCILING,
+                false,
+                common_reason::RECONCILED,
+                &message,
+            ));
+            desired.push(condition(
+                conditions::STALLED,
+                false,
+                common_reason::RECONCILED,
+                &message,
+            ));
+            if let Some(message) = resync_required(ctx, &ledger) {
+                desired.push(condition(RESYNC_REQUIRED, true, reason::FORCE_PROMOTED, &message));
+            }
+        }
+        _ => {}
+    }
+    if ctx.spec.dry_run {
+        let message = match status.phase {
+            FailoverPhase::Pending => "dry run: the plan is listed in status.steps; nothing runs",
+            _ => "dry run: nothing was changed",
+        };
+        desired.push(condition(DRY_RUN, true, reason::DRY_RUN, message));
+    }
+    status.steps = ledger.into_rows();
+    status.conditions = conditions::merge(&status.conditions, desired, now);
+    Transition {
+        status,
+        steps,
+        then,
+        requeue,
+    }
+}
+
+fn running_conditions(
+    reason: &str,
+    message: &str,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    vec![
+        conditions::condition(conditions::READY, false, reason, message, None),
+        conditions::condition(conditions::RECONCILING, true, reason, message, None),
+        conditions::condition(conditions::STALLED, false, reason, message, None),
+    ]
+}
+
+fn completion_message(ctx: &Ctx, status: &FailoverRequestStatus) -> String {
+    let target = ctx.target();
+    if ctx.spec.dry_run {
+        return "dry run: nothing was changed".to_string();
+    }
+    let rto = status
+        .rto_seconds
+        .map(|s| format!(" in {s:.1} s"))
+        .unwrap_or_default();
+    match ctx.action() {
+        FailoverAction::Planned => format!("planned failover to site {target} completed{rto}"),
+        FailoverAction::Emergency => format!("emergency failover to site {target} completed{rto}"),
+        FailoverAction::Failback => format!("failback to site {target} completed{rto}"),
+        FailoverAction::Resync => format!("resync from site {target} completed{rto}"),
+        FailoverAction::Drill => match status.measured_rpo_seconds {
+            Some(rpo) => format!("drill on site {target} completed: measured RPO {rpo} s"),
+            None => format!("drill on site {target} completed"),
+        },
+    }
+}
+
+/// After an emergency, the pools with force-promoted images need the old primary resynced.
+fn resync_required(ctx: &Ctx, ledger: &Ledger) -> Option<String> {
+    if ctx.action() != FailoverAction::Emergency {
+        return None;
+    }
+    let mut pools: Vec<&str> = Vec::new();
+    for (i, entry) in ledger.entries().iter().enumerate() {
+        if let (Task::ForcePromote, Target::Image { pool, .. }, StepState::Done) =
+            (entry.task, &entry.target, ledger.state(i))
+        {
+            if !pools.contains(&pool.as_str()) {
+                pools.push(pool);
+            }
+        }
+    }
+    (!pools.is_empty()).then(|| {
+        format!(
+            "images of pool(s) {} were force-promoted on site {}: the other site's copies must be resynced; \
+             create a failback FailoverRequest once it is back",
+            pools.join(", "),
+            ctx.target()
+        )
+    })
+}

@@ -1,0 +1,579 @@
+//! RBD images in a failover: which images a request covers, the chain of tasks each goes through, and what
+//! the two sites must show before a task counts as done.
+//!
+//! Chains (T = target site, S = the pool's other site):
+//! - planned: the handover S → T: demote on S, wait until T received the demotion, promote on T;
+//! - failback (T is the original site, S took over in an emergency): the recovery of T's stale copy from S
+//!   (demote it if still primary, resync, a mirror snapshot on S, wait until T is in sync), then the same
+//!   handover S → T;
+//! - resync: the recovery of S's stale copy from T;
+//! - emergency: force-promote on T; drill: check T's copy.
+//!
+//! When T has received the demotion (snapshot mode): Ceph's demote itself takes the final mirror snapshot
+//! (state `demoted` on S), and rbd-mirror copies it to T as a `demoted` non-primary snapshot. T has it once
+//! its newest complete mirror snapshot is such a copy created at or after S's demotion snapshot (or the
+//! primary time it applied is at or after it). `last_synced` alone would not do: Ceph reports it in whole
+//! seconds, so a snapshot taken in the same second as the demotion would pass for it.
+//!
+//! Journal mode keeps no snapshots. T has replayed the demotion when rbd-mirror reports "remote image
+//! demoted", or replays with `entries_behind_primary: 0` after S was seen demoted. Descriptions refresh
+//! about every 30 s, so this errs towards waiting; Ceph's non-forced promote refuses an image that is not
+//! caught up, so a stale description fails the promote instead of losing data.
+
+use super::{
+    ledger::{Chain, Entry, Target, Task},
+    plan::{seconds_between, Ctx, Eval, Failure, ObservedPool},
+};
+use crate::{
+    agent::{ImageMirrorMode, MirrorSnapshot, RbdImage, Step},
+    api::{conditions::reason, failover_request::FailoverAction, rbd_mirror_pool},
+    plan::SiteStep,
+};
+
+/// Mirror-snapshot states as `rbd snap ls --all` names them (`demoted` covers own and received demotion
+/// snapshots).
+const DEMOTED: &str = "demoted";
+const NON_PRIMARY: &str = "non-primary";
+const PRIMARY: &str = "primary";
+
+/// The preflight's result for the pools.
+pub(super) struct ImagesPlan {
+    pub chains: Vec<Chain>,
+    /// Emergency: seconds since the oldest `last_synced` of the images to force-promote.
+    pub data_loss_window_seconds: Option<u64>,
+}
+
+/// One image as a site shows it.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    Image(&'a RbdImage),
+    /// The site answered and has no such image.
+    Missing,
+    /// The site did not answer.
+    Unobserved,
+}
+
+fn seen<'a>(pool: &'a ObservedPool, site: &str, image: &str) -> Seen<'a> {
+    match pool.sites.iter().find(|s| s.site == site).map(|s| &s.pool) {
+        Some(Ok(state)) => state
+            .images
+            .iter()
+            .find(|i| i.name == image)
+            .map_or(Seen::Missing, Seen::Image),
+        _ => Seen::Unobserved,
+    }
+}
+
+fn other_site<'a>(pool: &'a ObservedPool, site: &str) -> Option<&'a str> {
+    pool.spec
+        .sites
+        .iter()
+        .map(|s| s.site.as_str())
+        .find(|s| *s != site)
+}
+
+/// The target pool with Ceph pool name `pool` that has a copy on `site`.
+fn find_pool<'a>(ctx: &'a Ctx, pool: &str, site: &str) -> Option<&'a ObservedPool> {
+    ctx.observed.pools.iter().find(|p| {
+        p.spec.pool == pool
+            && ctx.spec.targets.rbd_mirror_pools.contains(&p.name)
+            && p.spec.sites.iter().any(|s| s.site == site)
+    })
+}
+
+fn is_primary(image: &RbdImage) -> bool {
+    image.mirroring.as_ref().is_some_and(|m| m.primary)
+}
+
+fn seen_primary(seen: Seen) -> bool {
+    matches!(seen, Seen::Image(image) if is_primary(image))
+}
+
+fn mode_of(pool: &ObservedPool, sides: [Seen; 2]) -> ImageMirrorMode {
+    let observed = sides.iter().find_map(|side| match side {
+        Seen::Image(image) => image.mirroring.as_ref().map(|m| m.mode),
+        _ => None,
+    });
+    observed.unwrap_or(match pool.spec.images.mirror_mode {
+        rbd_mirror_pool::ImageMirrorMode::Snapshot => ImageMirrorMode::Snapshot,
+        rbd_mirror_pool::ImageMirrorMode::Journal => ImageMirrorMode::Journal,
+    })
+}
+
+fn last_synced(image: &RbdImage) -> Option<k8s_openapi::jiff::Timestamp> {
+    image.replay.as_ref()?.last_synced
+}
+
+fn newest_copy(image: &RbdImage) -> Option<&MirrorSnapshot> {
+    image
+        .last_mirror_snapshot
+        .as_ref()
+        .filter(|s| s.complete && s.state != PRIMARY)
+}
+
+/// Snapshot mode: `receiver` holds the demotion snapshot `source` took (see the module docs).
+fn demotion_received(receiver: &RbdImage, source: &RbdImage) -> bool {
+    if is_primary(receiver) || is_primary(source) {
+        return false;
+    }
+    let Some(demotion) = source
+        .last_mirror_snapshot
+        .as_ref()
+        .filter(|s| s.state == DEMOTED)
+    else {
+        return false;
+    };
+    let Some(copy) = newest_copy(receiver).filter(|s| s.state == DEMOTED) else {
+        return false;
+    };
+    copy.created >= demotion.created || last_synced(receiver).is_some_and(|t| t >= demotion.created)
+}
+
+/// Journal mode: `receiver` has replayed up to `source`'s demotion (see the module docs).
+fn journal_caught_up(receiver: &RbdImage, source: &RbdImage) -> bool {
+    if is_primary(receiver) || is_primary(source) {
+        return false;
+    }
+    receiver.replay.as_ref().is_some_and(|r| {
+        r.up && (r.description.contains("remote image demoted")
+            || (r.state == "replaying" && entries_behind_primary(&r.description) == Some(0)))
+    })
+}
+
+fn entries_behind_primary(description: &str) -> Option<u64> {
+    let rest = description.split("\"entries_behind_primary\":").nth(1)?;
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// After `rbd mirror image resync`, rbd-mirror deletes the stale image and recreates it from the primary:
+/// its own snapshots (the split brain's demotion snapshot among them) are gone, so the image has no
+/// snapshot or only received ones (snapshot mode), or replays from scratch (journal mode).
+fn resync_took_hold(stale: Seen, mode: ImageMirrorMode) -> bool {
+    let Seen::Image(image) = stale else {
+        return matches!(stale, Seen::Missing);
+    };
+    if image.mirroring.is_none() {
+        return true;
+    }
+    match mode {
+        ImageMirrorMode::Snapshot => image
+            .last_mirror_snapshot
+            .as_ref()
+            .is_none_or(|s| s.state == NON_PRIMARY),
+        ImageMirrorMode::Journal => image.replay.as_ref().is_some_and(|r| {
+            matches!(r.state.as_str(), "syncing" | "starting_replay" | "replaying")
+                && !r.description.contains("split-brain")
+        }),
+    }
+}
+
+/// The recreated image receives again. A snapshot-mode image stays stuck after a resync until the primary
+/// takes a new mirror snapshot (measured on Pacific), which is what the mirror-snapshot task is for.
+fn receiving(stale: Seen) -> bool {
+    let Seen::Image(image) = stale else {
+        return false;
+    };
+    image
+        .last_mirror_snapshot
+        .as_ref()
+        .is_some_and(|s| s.state == NON_PRIMARY)
+        || image
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.up && matches!(r.state.as_str(), "syncing" | "replaying"))
+}
+
+/// `stale` replays from `primary` and (snapshot mode) has applied its newest snapshot.
+fn in_sync(stale: Seen, primary: Seen, mode: ImageMirrorMode) -> bool {
+    let (Seen::Image(stale), Seen::Image(primary)) = (stale, primary) else {
+        return false;
+    };
+    if is_primary(stale) || !is_primary(primary) || !replaying(stale) {
+        return false;
+    }
+    match mode {
+        ImageMirrorMode::Journal => true,
+        ImageMirrorMode::Snapshot => {
+            let copied = newest_copy(stale).is_some_and(|s| s.state == NON_PRIMARY);
+            let newest_primary = primary.last_mirror_snapshot.as_ref().map(|s| s.created);
+            copied && matches!((last_synced(stale), newest_primary), (Some(t), Some(p)) if t >= p)
+        }
+    }
+}
+
+fn replaying(image: &RbdImage) -> bool {
+    image
+        .replay
+        .as_ref()
+        .is_some_and(|r| r.up && r.state == "replaying")
+}
+
+fn handover(pool: &str, image: &str, source: &str, target: &str) -> Vec<Entry> {
+    vec![
+        entry(Task::Demote, pool, image, source),
+        entry(Task::AwaitSync, pool, image, target),
+        entry(Task::Promote, pool, image, target),
+    ]
+}
+
+fn recovery(pool: &str, image: &str, stale: &str, primary: &str, mode: ImageMirrorMode) -> Vec<Entry> {
+    let mut chain = vec![
+        entry(Task::Demote, pool, image, stale),
+        entry(Task::Resync, pool, image, stale),
+    ];
+    // Journal images cannot take mirror snapshots; their resync needs none.
+    if mode == ImageMirrorMode::Snapshot {
+        chain.push(entry(Task::MirrorSnapshot, pool, image, primary));
+    }
+    chain.push(entry(Task::AwaitResync, pool, image, stale));
+    chain
+}
+
+fn entry(task: Task, pool: &str, image: &str, site: &str) -> Entry {
+    Entry {
+        task,
+        target: Target::Image {
+            pool: pool.into(),
+            image: image.into(),
+            site: site.into(),
+        },
+    }
+}
+
+/// Preflight of every target pool: sites answer, rbd-mirror runs where copies are received, images are
+/// mirrored and (planned) recent enough; then each image's chain.
+pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
+    let target = ctx.target();
+    let mut chains = Vec::new();
+    let mut oldest_synced = None;
+    for name in &ctx.spec.targets.rbd_mirror_pools {
+        let pool = ctx
+            .observed
+            .pools
+            .iter()
+            .find(|p| &p.name == name)
+            .ok_or_else(|| Failure::preflight(format!("RbdMirrorPool {name} was not found")))?;
+        let peer = match other_site(pool, target) {
+            Some(peer) if pool.spec.sites.iter().any(|s| s.site == target) => peer,
+            _ => {
+                return Err(Failure::preflight(format!(
+                    "site {target} is not a site of RbdMirrorPool {name}"
+                )))
+            }
+        };
+        let sites: Vec<&str> = [target, peer]
+            .into_iter()
+            .filter(|s| ctx.is_relevant(s))
+            .collect();
+        check_sites(ctx, pool, &sites)?;
+        let ceph_pool = pool.spec.pool.as_str();
+        for image in selected_images(pool, &sites) {
+            let (t, s) = (seen(pool, target, &image), seen(pool, peer, &image));
+            for (site, side) in sites
+                .iter()
+                .zip(sites.iter().map(|site| seen(pool, site, &image)))
+            {
+                if !matches!(side, Seen::Image(i) if i.mirroring.is_some()) {
+                    return Err(Failure::preflight(format!(
+                        "image {ceph_pool}/{image} is not mirrored on site {site}"
+                    )));
+                }
+            }
+            let mode = mode_of(pool, [t, s]);
+            let label = format!("{ceph_pool}/{image}");
+            let (entries, skip) = match ctx.action() {
+                FailoverAction::Planned => {
+                    check_planned(ctx, &label, t, s, mode)?;
+                    (
+                        handover(ceph_pool, &image, peer, target),
+                        handed_over(t, s, target),
+                    )
+                }
+                FailoverAction::Failback => {
+                    let mut chain = recovery(ceph_pool, &image, target, peer, mode);
+                    chain.extend(handover(ceph_pool, &image, peer, target));
+                    (chain, handed_over(t, s, target))
+                }
+                FailoverAction::Resync => {
+                    if !seen_primary(t) {
+                        return Err(Failure::preflight(format!(
+                            "image {label} is not primary on site {target}: a resync copies from targetSite to the other site"
+                        )));
+                    }
+                    let skip = (in_sync(s, t, mode)).then(|| format!("in sync with site {target} already"));
+                    (recovery(ceph_pool, &image, peer, target, mode), skip)
+                }
+                FailoverAction::Emergency => {
+                    // The worst case over the images about to be force-promoted.
+                    if let Seen::Image(copy) = t {
+                        let synced = last_synced(copy).filter(|_| !is_primary(copy));
+                        oldest_synced = match (oldest_synced, synced) {
+                            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    let skip = seen_primary(t).then(|| format!("already primary on site {target}"));
+                    (vec![entry(Task::ForcePromote, ceph_pool, &image, target)], skip)
+                }
+                FailoverAction::Drill => (vec![entry(Task::VerifyCopy, ceph_pool, &image, target)], None),
+            };
+            chains.push(Chain { entries, skip });
+        }
+    }
+    let data_loss_window_seconds = oldest_synced.map(|t| seconds_between(ctx.now, t));
+    Ok(ImagesPlan {
+        chains,
+        data_loss_window_seconds,
+    })
+}
+
+fn handed_over(t: Seen, s: Seen, target: &str) -> Option<String> {
+    (seen_primary(t) && !seen_primary(s)).then(|| format!("already primary on site {target} only"))
+}
+
+fn check_sites(ctx: &Ctx, pool: &ObservedPool, sites: &[&str]) -> Result<(), Failure> {
+    // The site that receives copies during the request needs an rbd-mirror daemon.
+    let receiver = match ctx.action() {
+        FailoverAction::Planned | FailoverAction::Failback => Some(ctx.target()),
+        FailoverAction::Resync => other_site(pool, ctx.target()),
+        FailoverAction::Emergency | FailoverAction::Drill => None,
+    };
+    for site in sites {
+        let observed = pool.sites.iter().find(|s| s.site == *site).ok_or_else(|| {
+            Failure::preflight(format!(
+                "site {site} of RbdMirrorPool {} was not observed",
+                pool.name
+            ))
+        })?;
+        let state = observed.pool.as_ref().map_err(|e| Failure::site(site, e))?;
+        if !state.exists {
+            return Err(Failure::preflight(format!(
+                "pool {} does not exist on site {site}",
+                pool.spec.pool
+            )));
+        }
+        if receiver == Some(*site) && state.daemon.is_none() {
+            return Err(Failure::preflight(format!(
+                "no rbd-mirror daemon runs on site {site} for pool {}",
+                pool.spec.pool
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `names`, or with `all` every image with mirroring on at any of `sites`.
+fn selected_images(pool: &ObservedPool, sites: &[&str]) -> Vec<String> {
+    if !pool.spec.images.all {
+        return pool.spec.images.names.clone();
+    }
+    let mut names: Vec<String> = pool
+        .sites
+        .iter()
+        .filter(|s| sites.contains(&s.site.as_str()))
+        .filter_map(|s| s.pool.as_ref().ok())
+        .flat_map(|state| &state.images)
+        .filter(|i| i.mirroring.is_some())
+        .map(|i| i.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Planned: no split brain, and the copy on the target recent enough.
+fn check_planned(ctx: &Ctx, label: &str, t: Seen, s: Seen, mode: ImageMirrorMode) -> Result<(), Failure> {
+    let target = ctx.target();
+    if seen_primary(t) && seen_primary(s) {
+        return Err(Failure::new(
+            reason::SPLIT_BRAIN,
+            format!("image {label} is primary on both sites: create a resync or failback FailoverRequest"),
+        ));
+    }
+    let (Some(max), true, Seen::Image(copy)) = (ctx.spec.max_lag_seconds, seen_primary(s), t) else {
+        return Ok(());
+    };
+    match (mode, last_synced(copy)) {
+        (ImageMirrorMode::Snapshot, None) => Err(Failure::new(
+            reason::LAG_ABOVE_TARGET,
+            format!("lag of image {label} unknown: site {target} has synced no snapshot of it yet"),
+        )),
+        (ImageMirrorMode::Snapshot, Some(synced)) => match seconds_between(ctx.now, synced) {
+            lag if lag > u64::from(max) => Err(Failure::new(
+                reason::LAG_ABOVE_TARGET,
+                format!("lag {lag} s above maxLagSeconds {max} for image {label}"),
+            )),
+            _ => Ok(()),
+        },
+        (ImageMirrorMode::Journal, _) if !replaying(copy) => {
+            let state = copy.replay.as_ref().map_or("unknown", |r| r.state.as_str());
+            Err(Failure::new(
+                reason::BEHIND,
+                format!("image {label} is not replaying on site {target} (state {state})"),
+            ))
+        }
+        (ImageMirrorMode::Journal, _) => Ok(()),
+    }
+}
+
+/// One image task on `site` as the sites show it.
+pub(super) fn evaluate(ctx: &Ctx, task: Task, pool: &str, image: &str, site: &str) -> Eval {
+    let Some(observed) = find_pool(ctx, pool, site) else {
+        return Eval::Fail(format!("no target RbdMirrorPool has pool {pool} on site {site}"));
+    };
+    let Some(other) = other_site(observed, site) else {
+        return Eval::Fail(format!("RbdMirrorPool {} names site {site} twice", observed.name));
+    };
+    let (here, there) = (seen(observed, site, image), seen(observed, other, image));
+    let mode = mode_of(observed, [here, there]);
+    let label = format!("{pool}/{image}");
+    let emit = |step: Step| Eval::Emit(vec![SiteStep::new(site, step)]);
+    let (pool, image) = (pool.to_string(), image.to_string());
+    let require = |side: Seen<'_>, at: &str| match side {
+        Seen::Image(_) => None,
+        Seen::Missing => Some(Eval::Fail(format!("image {label} not found on site {at}"))),
+        Seen::Unobserved => Some(Eval::Wait(format!("waiting for site {at} to answer"))),
+    };
+    match task {
+        Task::Demote => require(here, site).unwrap_or(match seen_primary(here) {
+            true => emit(Step::DemoteImage { pool, image }),
+            false => Eval::Satisfied,
+        }),
+        Task::AwaitSync => {
+            if let Some(problem) = require(here, site).or(require(there, other)) {
+                return problem;
+            }
+            let (Seen::Image(receiver), Seen::Image(source)) = (here, there) else {
+                return Eval::Wait(format!("waiting for site {site} to answer"));
+            };
+            let received = match mode {
+                ImageMirrorMode::Snapshot => demotion_received(receiver, source),
+                ImageMirrorMode::Journal => journal_caught_up(receiver, source),
+            };
+            match (is_primary(receiver), is_primary(source)) {
+                (_, true) => Eval::Fail(format!("image {label} is primary on site {other} again")),
+                (true, false) => Eval::Satisfied,
+                (false, false) if received => Eval::Satisfied,
+                (false, false) => Eval::Wait(format!(
+                    "waiting for site {site} to receive the demotion of {label} from site {other}"
+                )),
+            }
+        }
+        Task::Promote => {
+            if let Some(problem) = require(here, site).or(require(there, other)) {
+                return problem;
+            }
+            match (seen_primary(here), seen_primary(there)) {
+                (_, true) => Eval::Fail(format!(
+                    "refusing to promote {label} on site {site}: it is primary on site {other}"
+                )),
+                (true, false) => Eval::Satisfied,
+                (false, false) => emit(Step::PromoteImage {
+                    pool,
+                    image,
+                    force: false,
+                }),
+            }
+        }
+        Task::ForcePromote => require(here, site).unwrap_or(match seen_primary(here) {
+            true => Eval::Satisfied,
+            false => emit(Step::PromoteImage {
+                pool,
+                image,
+                force: true,
+            }),
+        }),
+        Task::Resync => match here {
+            Seen::Unobserved => Eval::Wait(format!("waiting for site {site} to answer")),
+            _ if seen_primary(here) => Eval::Fail(format!(
+                "image {label} is primary on site {site}; only a demoted copy is resynced"
+            )),
+            _ if resync_took_hold(here, mode) => Eval::Satisfied,
+            _ => emit(Step::ResyncImage { pool, image }),
+        },
+        Task::MirrorSnapshot => match (require(here, site), seen_primary(here)) {
+            (Some(problem), _) => problem,
+            (None, false) => Eval::Fail(format!(
+                "image {label} is not primary on site {site}: no mirror snapshot can be taken there"
+            )),
+            (None, true) if receiving(there) => Eval::Satisfied,
+            (None, true) => emit(Step::CreateMirrorSnapshot { pool, image }),
+        },
+        Task::AwaitResync => match in_sync(here, there, mode) {
+            true => Eval::Satisfied,
+            false => Eval::Wait(format!(
+                "waiting for site {site} to resync {label} from site {other}"
+            )),
+        },
+        Task::VerifyCopy => match (require(here, site), here) {
+            (Some(problem), _) => problem,
+            _ if mode == ImageMirrorMode::Journal => {
+                Eval::NotApplicable("journal mirroring keeps no snapshots to check".to_string())
+            }
+            (None, Seen::Image(copy)) if is_primary(copy) => Eval::Fail(format!(
+                "image {label} is primary on site {site}: a drill checks a non-primary copy"
+            )),
+            (None, Seen::Image(copy)) if newest_copy(copy).is_some() => Eval::Satisfied,
+            _ => Eval::Fail(format!("site {site} has no complete mirror snapshot of {label}")),
+        },
+        Task::PullPeriod | Task::ModifyZone | Task::CommitPeriod | Task::CheckZoneSync => {
+            Eval::Fail(format!("{} is not an image task", task.name()))
+        }
+    }
+}
+
+/// The image ends where the request wants it: primary on the target only (resync: the other copy also
+/// replays again).
+pub(super) fn verify(ctx: &Ctx, pool: &str, image: &str) -> Result<(), String> {
+    let target = ctx.target();
+    let observed =
+        find_pool(ctx, pool, target).ok_or_else(|| format!("pool {pool} not observed on site {target}"))?;
+    let label = format!("{pool}/{image}");
+    if !seen_primary(seen(observed, target, image)) {
+        return Err(format!("image {label} is not primary on site {target}"));
+    }
+    if !ctx.needs_peer() {
+        return Ok(());
+    }
+    let peer = other_site(observed, target).unwrap_or_default();
+    match seen(observed, peer, image) {
+        Seen::Image(copy) if is_primary(copy) => {
+            Err(format!("image {label} is still primary on site {peer}"))
+        }
+        Seen::Image(copy) if ctx.action() == FailoverAction::Resync && !replaying(copy) => {
+            Err(format!("image {label} does not replay on site {peer}"))
+        }
+        Seen::Image(_) => Ok(()),
+        Seen::Missing | Seen::Unobserved => Err(format!("image {label} not observed on site {peer}")),
+    }
+}
+
+/// Drill: the age of the target's newest received snapshot, i.e. the recovery point it would give now.
+pub(super) fn copy_age(ctx: &Ctx, pool: &str, image: &str) -> Option<u64> {
+    let observed = find_pool(ctx, pool, ctx.target())?;
+    let Seen::Image(copy) = seen(observed, ctx.target(), image) else {
+        return None;
+    };
+    let point = last_synced(copy).or_else(|| newest_copy(copy).map(|s| s.created))?;
+    Some(seconds_between(ctx.now, point))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_behind_primary_is_read_from_the_replay_description() {
+        let description = "replaying, {\"bytes_per_second\":908321.83,\"entries_behind_primary\":6143,\"entries_per_second\":219.47}";
+        assert_eq!(entries_behind_primary(description), Some(6143));
+        assert_eq!(
+            entries_behind_primary("replaying, {\"entries_behind_primary\":0}"),
+            Some(0)
+        );
+        assert_eq!(entries_behind_primary("stopped"), None);
+    }
+}

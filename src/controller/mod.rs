@@ -1,0 +1,202 @@
+//! Controllers: one per kind. Each reconcile observes (agents, cache), plans (pure), applies the steps
+//! through the agents and writes status.
+
+pub mod apply;
+pub mod context;
+pub mod error;
+pub mod failover_request;
+pub mod rbd_mirror_pool;
+pub mod realm;
+pub mod secrets;
+pub mod site;
+pub mod status;
+pub mod zone;
+
+use std::{future::Future, sync::Arc};
+
+use futures::{FutureExt, StreamExt};
+use kube::{
+    api::Api,
+    runtime::{controller::Action, reflector::ObjectRef, watcher, Controller},
+    Client, Resource, ResourceExt,
+};
+use tracing::{info, warn};
+
+pub use context::{AgentConnector, Context, FixedAgents, Stores};
+pub use error::{Error, Result};
+
+use crate::{
+    api::{CephRealm, CephSite, CephZone, RbdMirrorPool},
+    metrics::Metrics,
+};
+
+/// Field manager of every write, and the Event reporter.
+pub const FIELD_MANAGER: &str = "cephdr-operator";
+/// Finalizer on resources that configured something in Ceph.
+pub const FINALIZER: &str = "cephdr.io/cleanup";
+
+/// Where the controllers watch: every namespace, or one (which needs only namespaced RBAC).
+#[derive(Clone, Debug, Default)]
+pub enum WatchScope {
+    #[default]
+    AllNamespaces,
+    Namespace(String),
+}
+
+impl WatchScope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match self {
+            WatchScope::AllNamespaces => Api::all(client.clone()),
+            WatchScope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// Runs every controller until `shutdown` resolves. Returns when all have stopped.
+pub async fn run(
+    client: Client,
+    scope: WatchScope,
+    agents: Arc<dyn AgentConnector>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let config = watcher::Config::default().any_semantic();
+    let sites = Controller::new(scope.api::<CephSite>(&client), config.clone());
+    let pools = Controller::new(scope.api::<RbdMirrorPool>(&client), config.clone());
+    let realms = Controller::new(scope.api::<CephRealm>(&client), config.clone());
+    let zones = Controller::new(scope.api::<CephZone>(&client), config.clone());
+    let stores = Stores {
+        sites: sites.store(),
+        pools: pools.store(),
+        realms: realms.store(),
+        zones: zones.store(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), agents, stores.clone(), metrics));
+
+    // A site that changes (becomes reachable, changes version) re-reconciles what lives on it.
+    let pool_store = stores.pools.clone();
+    let pools = pools.watches(
+        scope.api::<CephSite>(&client),
+        config.clone(),
+        move |site: CephSite| {
+            refs_where(&pool_store, |pool| {
+                pool.namespace() == site.namespace()
+                    && pool.spec.sites.iter().any(|s| s.site == site.name_any())
+            })
+        },
+    );
+
+    // A zone that changes re-reconciles its realm (the realm is created where the master zone lives).
+    let realms = realms.watches(
+        scope.api::<CephZone>(&client),
+        config.clone(),
+        |zone: CephZone| {
+            let realm = ObjectRef::new(&zone.spec.realm);
+            Some(match zone.namespace() {
+                Some(ns) => realm.within(&ns),
+                None => realm,
+            })
+        },
+    );
+    // A realm that changes (its id appears, a zonegroup is added) re-reconciles its zones; so does a site.
+    let zone_store = stores.zones.clone();
+    let zones = zones.watches(
+        scope.api::<CephRealm>(&client),
+        config.clone(),
+        move |realm: CephRealm| {
+            refs_where(&zone_store, |zone| {
+                zone.namespace() == realm.namespace() && zone.spec.realm == realm.name_any()
+            })
+        },
+    );
+    let zone_store = stores.zones.clone();
+    let zones = zones.watches(
+        scope.api::<CephSite>(&client),
+        config.clone(),
+        move |site: CephSite| {
+            refs_where(&zone_store, |zone| {
+                zone.namespace() == site.namespace() && zone.spec.site == site.name_any()
+            })
+        },
+    );
+
+    // Every controller drains its in-flight reconciles when the same shutdown signal fires.
+    let shutdown = shutdown.shared();
+    let sites = sites
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            site::reconcile,
+            error_policy::<CephSite>(site::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result);
+    let pools = pools
+        .owns(
+            scope.api::<k8s_openapi::api::core::v1::Secret>(&client),
+            config.clone(),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            rbd_mirror_pool::reconcile,
+            error_policy::<RbdMirrorPool>(rbd_mirror_pool::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result);
+    let realms = realms
+        .owns(
+            scope.api::<k8s_openapi::api::core::v1::Secret>(&client),
+            config.clone(),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            realm::reconcile,
+            error_policy::<CephRealm>(realm::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result);
+    let zones = zones
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            zone::reconcile,
+            error_policy::<CephZone>(zone::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result);
+    info!("controllers started");
+    tokio::join!(sites, pools, realms, zones);
+    info!("controllers stopped");
+}
+
+/// References to the cached objects that `keep` selects, for mapping a change of one kind to another.
+fn refs_where<K>(store: &kube::runtime::reflector::Store<K>, keep: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|object| keep(object))
+        .map(|object| ObjectRef::from_obj(object.as_ref()))
+        .collect()
+}
+
+/// Permanent errors wait for a change of the object; others retry with per-object backoff.
+fn error_policy<K: Resource>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |object, error, ctx| {
+        ctx.metrics.reconcile_failed(controller, error.reason());
+        if error.is_permanent() {
+            Action::await_change()
+        } else {
+            Action::requeue(ctx.next_backoff(object.as_ref()))
+        }
+    }
+}
+
+async fn log_result<K: Resource, E: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E>) {
+    if let Err(error) = result {
+        warn!(%error, "reconcile failed");
+    }
+}

@@ -1,0 +1,5 @@
+pub mod plan;
+mod reconcile;
+pub mod status;
+
+pub use reconcile::{reconcile, token_secret_name, CONTROLLER};

@@ -1,0 +1,202 @@
+//! `RbdMirrorPool` effects: observe both sites, keep bootstrap tokens in an owned Secret, run the plan,
+//! write status. Deciding is left to `plan`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp, ByteString};
+use kube::{
+    api::{Api, ObjectMeta, Patch, PatchParams},
+    runtime::{controller::Action, events::EventType},
+    Resource, ResourceExt,
+};
+use tracing::instrument;
+
+use super::plan::{self, Observed, ObservedSite, PoolPlan};
+use crate::{
+    agent::Sensitive,
+    api::{conditions::reason, RbdMirrorPool},
+    controller::{
+        apply::{execute_plan, publish_event, with_finalizer},
+        context::Context,
+        error::{Error, Result},
+        status, FIELD_MANAGER,
+    },
+};
+
+pub const CONTROLLER: &str = "rbdmirrorpool";
+
+/// The Secret that keeps this pool's peer bootstrap tokens, one key per `CephSite`.
+pub fn token_secret_name(pool: &RbdMirrorPool) -> String {
+    format!("{}-rbd-mirror-bootstrap", pool.name_any())
+}
+
+#[instrument(skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default(), generation = pool.metadata.generation))]
+pub async fn reconcile(pool: Arc<RbdMirrorPool>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    with_finalizer(&ctx, pool, |pool, deleting| {
+        let ctx = ctx.clone();
+        async move { converge(&pool, &ctx, deleting).await }
+    })
+    .await
+}
+
+/// Observes, plans and applies; on cleanup returns an error until nothing is left to undo, so the finalizer
+/// stays until Ceph is clean.
+async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
+    let mut observed = observe(pool, ctx, deleting).await?;
+    let mut pool_plan = plan::plan(&pool.spec, &observed, Timestamp::now());
+    if !pool_plan.tokens_needed.is_empty() && !deleting {
+        create_tokens(pool, ctx, &observed, &pool_plan.tokens_needed).await?;
+        observed = observe(pool, ctx, deleting).await?;
+        pool_plan = plan::plan(&pool.spec, &observed, Timestamp::now());
+    }
+    let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
+    report(pool, ctx, &pool_plan).await?;
+    outcome?;
+    if deleting && !pool_plan.plan.is_converged() {
+        // Steps ran; look again before letting the finalizer go.
+        let after = plan::plan(&pool.spec, &observe(pool, ctx, true).await?, Timestamp::now());
+        if !after.plan.is_converged() {
+            return Err(Error::CleanupPending(
+                after
+                    .plan
+                    .steps
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+    }
+    ctx.reset_backoff(pool);
+    Ok(Action::requeue(pool_plan.plan.requeue))
+}
+
+async fn observe(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Observed> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let tokens = read_tokens(pool, ctx).await?;
+    let mut sites = Vec::with_capacity(pool.spec.sites.len());
+    for pool_site in &pool.spec.sites {
+        let site = ctx.site(&namespace, &pool_site.site)?;
+        let state = match ctx.agents.connect(&site).await {
+            Ok(agent) => agent.rbd_pool(&pool.spec.pool).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        sites.push(ObservedSite {
+            site: pool_site.site.clone(),
+            ceph_site_name: site.ceph_site_name(),
+            pool: state,
+            bootstrap_token: tokens.get(&pool_site.site).cloned(),
+        });
+    }
+    Ok(Observed { sites, deleting })
+}
+
+async fn read_tokens(pool: &RbdMirrorPool, ctx: &Context) -> Result<BTreeMap<String, Sensitive<String>>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let Some(secret) = secrets.get_opt(&token_secret_name(pool)).await? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(site, bytes)| {
+            String::from_utf8(bytes.0)
+                .ok()
+                .map(|token| (site, Sensitive(token)))
+        })
+        .collect())
+}
+
+/// Creates bootstrap tokens on the named sites and keeps them in the pool's Secret, owned by the pool so
+/// they go when it goes. Tokens never appear in logs, Events or status.
+async fn create_tokens(
+    pool: &RbdMirrorPool,
+    ctx: &Context,
+    observed: &Observed,
+    sites: &[String],
+) -> Result<()> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let mut data = BTreeMap::new();
+    for site_name in sites {
+        let Some(site) = observed.sites.iter().find(|s| &s.site == site_name) else {
+            continue;
+        };
+        let agent = ctx.agent(&namespace, site_name).await?;
+        let token = agent
+            .create_bootstrap_token(&pool.spec.pool, &site.ceph_site_name)
+            .await
+            .map_err(Error::agent(site_name))?;
+        data.insert(site_name.clone(), ByteString(token.expose().as_bytes().to_vec()));
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(pool)),
+            namespace: Some(namespace.clone()),
+            owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".into(),
+                FIELD_MANAGER.into(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    secrets
+        .patch(
+            &token_secret_name(pool),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn report(pool: &RbdMirrorPool, ctx: &Context, pool_plan: &PoolPlan) -> Result<()> {
+    let now = Timestamp::now();
+    let mut new_status = pool_plan.status.clone();
+    new_status.observed_generation = pool.meta().generation;
+    new_status.conditions = status::complete_conditions(pool, pool_plan.plan.conditions.clone(), now);
+    for image in &new_status.images {
+        if let (Some(lag), Some(site)) = (
+            image.lag_seconds,
+            pool.spec
+                .sites
+                .iter()
+                .find(|s| Some(&s.site) != image.primary_site.as_ref()),
+        ) {
+            ctx.metrics
+                .set_image_lag(&site.site, &pool.spec.pool, &image.name, lag as f64);
+        }
+    }
+    if let Some(previous) = pool.status.as_ref() {
+        let was_split = previous
+            .conditions
+            .iter()
+            .any(|c| c.reason == reason::SPLIT_BRAIN);
+        if let Some(split) = new_status
+            .conditions
+            .iter()
+            .find(|c| c.reason == reason::SPLIT_BRAIN)
+        {
+            if !was_split {
+                publish_event(
+                    ctx,
+                    pool,
+                    EventType::Warning,
+                    "SplitBrainDetected",
+                    "Observe",
+                    split.message.clone(),
+                )
+                .await;
+            }
+        }
+    }
+    let api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    status::apply(&api, pool, &new_status).await?;
+    Ok(())
+}

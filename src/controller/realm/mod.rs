@@ -1,0 +1,4 @@
+pub mod plan;
+mod reconcile;
+
+pub use reconcile::*;

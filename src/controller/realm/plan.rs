@@ -1,0 +1,387 @@
+//! Pure planner for `CephRealm`: the realm and its zonegroups on the master zone's site.
+//!
+//! The realm controller owns the realm, its zonegroups and their sync policies; zones belong to the zone
+//! controller, which also commits the first period (Ceph refuses to commit a period without a master zone).
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+
+use crate::{
+    agent::{RgwRealmState, Step, SyncGroup},
+    api::{
+        common::DeletionPolicy,
+        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        realm::{CephRealmSpec, CephRealmStatus, PeriodStatus},
+    },
+    plan::{Plan, SiteStep},
+};
+
+/// Look again soon while something is changing or awaited.
+const REQUEUE_CONVERGING: Duration = Duration::from_secs(5);
+/// A converged or stalled realm changes only when someone edits it; the watch wakes us for that.
+const REQUEUE_IDLE: Duration = Duration::from_secs(60);
+
+/// A `CephZone` of this realm, as the realm controller sees it from the cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberZone {
+    /// Zone name in Ceph.
+    pub zone: String,
+    pub zone_group: String,
+    /// `CephSite` resource name.
+    pub site: String,
+    pub master: bool,
+    pub endpoints: Vec<String>,
+}
+
+/// A zonegroup's name and its sync policy groups.
+pub type ZoneGroupPolicy = (String, Vec<SyncGroup>);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub realm: String,
+    pub zones: Vec<MemberZone>,
+    /// The realm on the master zone's site, with the sync policy of each zonegroup; `Err` says why it could
+    /// not be observed. `None` when no master zone is known (nothing to observe yet).
+    pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), String>>,
+    /// `CephSite`s whose cluster still holds the realm, observed while deleting. Once the last `CephZone`
+    /// is gone the master site can no longer be told from the zones, so the reconciler names the sites to
+    /// remove the realm from (the former master's, and any that pulled a copy).
+    pub sites_holding_realm: Vec<String>,
+    pub deleting: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealmPlan {
+    pub plan: Plan,
+    pub status: CephRealmStatus,
+}
+
+pub fn plan(spec: &CephRealmSpec, observed: &Observed, _now: Timestamp) -> RealmPlan {
+    if observed.deleting {
+        return plan_deletion(spec, observed);
+    }
+    let (master, state, policies) = match master_site(spec, observed) {
+        Ok(found) => found,
+        Err(health) => return health.into_plan(Vec::new(), CephRealmStatus::default()),
+    };
+    let steps = realm_steps(spec, observed, master, state, policies);
+    let health = if steps.is_empty() {
+        readiness(spec, &observed.zones, state)
+    } else {
+        let mut message = format!("applying {}", describe(&steps));
+        if !steps.iter().any(|s| matches!(s.step, Step::CommitPeriod { .. })) {
+            message.push_str(&format!(
+                "; the period is committed once zone {} exists (the CephZone controller creates it)",
+                master.zone
+            ));
+        }
+        Health::progressing(reason::PROGRESSING, message)
+    };
+    health.into_plan(steps, status_of(state))
+}
+
+/// The master zone of the master zonegroup and what its site reports, or why the realm cannot be planned.
+fn master_site<'a>(
+    spec: &CephRealmSpec,
+    observed: &'a Observed,
+) -> Result<(&'a MemberZone, &'a RgwRealmState, &'a [ZoneGroupPolicy]), Health> {
+    if let Some(conflict) = conflicting_masters(&observed.zones) {
+        return Err(conflict);
+    }
+    let Some(master_group) = spec.master_zone_group() else {
+        return Err(Health::stalled(
+            reason::INVALID_SPEC,
+            "no zoneGroup has master: true",
+        ));
+    };
+    let Some(master) = zone_group_master(&observed.zones, &master_group.name) else {
+        return Err(Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!("no CephZone is master of zonegroup {}", master_group.name),
+        ));
+    };
+    match &observed.master_site {
+        None => Err(Health::progressing(
+            reason::PROGRESSING,
+            format!("realm not observed on site {} yet", master.site),
+        )),
+        Some(Err(error)) => Err(Health::progressing(
+            reason::AGENT_UNREACHABLE,
+            format!(
+                "cannot read realm {} on site {}: {error}",
+                observed.realm, master.site
+            ),
+        )),
+        Some(Ok((state, policies))) => Ok((master, state, policies.as_slice())),
+    }
+}
+
+/// Two zones claiming master of one zonegroup: Ceph would take whichever committed last, so nothing moves
+/// until a human settles it.
+fn conflicting_masters(zones: &[MemberZone]) -> Option<Health> {
+    let mut groups: Vec<&str> = zones.iter().map(|z| z.zone_group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.into_iter().find_map(|group| {
+        let claims: Vec<&str> = zones
+            .iter()
+            .filter(|z| z.master && z.zone_group == group)
+            .map(|z| z.zone.as_str())
+            .collect();
+        (claims.len() > 1).then(|| {
+            Health::stalled(
+                reason::CONFLICT,
+                format!(
+                    "zones {} all claim master of zonegroup {group}",
+                    claims.join(" and ")
+                ),
+            )
+        })
+    })
+}
+
+fn zone_group_master<'a>(zones: &'a [MemberZone], zone_group: &str) -> Option<&'a MemberZone> {
+    zones.iter().find(|z| z.master && z.zone_group == zone_group)
+}
+
+/// Realm, missing zonegroups, sync policies, and the commit that publishes them, all on the master site.
+fn realm_steps(
+    spec: &CephRealmSpec,
+    observed: &Observed,
+    master: &MemberZone,
+    state: &RgwRealmState,
+    policies: &[(String, Vec<SyncGroup>)],
+) -> Vec<SiteStep> {
+    let realm = &observed.realm;
+    let on_master = |step| SiteStep::new(&master.site, step);
+    let mut steps = Vec::new();
+    if state.realm_id.is_none() {
+        steps.push(on_master(Step::CreateRealm { realm: realm.clone() }));
+    }
+    let period = state.period.as_ref();
+    for group in &spec.zone_groups {
+        let committed = period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == group.name));
+        if !committed {
+            let endpoints = zone_group_master(&observed.zones, &group.name)
+                .map(|z| z.endpoints.clone())
+                .unwrap_or_default();
+            steps.push(on_master(Step::CreateZoneGroup {
+                realm: realm.clone(),
+                zone_group: group.name.clone(),
+                endpoints,
+                master: group.master,
+            }));
+        }
+    }
+    for group in &spec.zone_groups {
+        let desired = group
+            .sync_policy
+            .as_ref()
+            .map(|p| p.groups.as_slice())
+            .unwrap_or_default();
+        let current = policies
+            .iter()
+            .find(|(name, _)| *name == group.name)
+            .map(|(_, groups)| groups.as_slice())
+            .unwrap_or_default();
+        if canonical(desired) != canonical(current) {
+            steps.push(on_master(Step::SetSyncPolicy {
+                realm: realm.clone(),
+                zone_group: group.name.clone(),
+                groups: desired.to_vec(),
+            }));
+        }
+    }
+    let master_zone_exists = state.local_zones.iter().any(|z| z.name == master.zone)
+        || period.is_some_and(|p| {
+            p.zone_groups
+                .iter()
+                .any(|g| g.zones.iter().any(|z| z.name == master.zone))
+        });
+    if !steps.is_empty() && master_zone_exists {
+        steps.push(on_master(Step::CommitPeriod { realm: realm.clone() }));
+    }
+    steps
+}
+
+/// Sync groups in one canonical form: Ceph keeps groups, flows, pipes and zone lists in maps and sets, and
+/// spells unset buckets as `*`, so it returns the same policy in another shape than the spec wrote it.
+fn canonical(groups: &[SyncGroup]) -> Vec<SyncGroup> {
+    let wildcard_as_unset = |value: &mut Option<String>| {
+        if value.as_deref().is_some_and(|v| v.is_empty() || v == "*") {
+            *value = None;
+        }
+    };
+    let mut groups = groups.to_vec();
+    for group in &mut groups {
+        for flow in &mut group.flows {
+            flow.zones.sort();
+        }
+        group.flows.sort_by(|a, b| a.id.cmp(&b.id));
+        for pipe in &mut group.pipes {
+            pipe.source_zones.sort();
+            pipe.dest_zones.sort();
+            wildcard_as_unset(&mut pipe.source_bucket);
+            wildcard_as_unset(&mut pipe.dest_bucket);
+            if pipe.prefix.as_deref() == Some("") {
+                pipe.prefix = None;
+            }
+        }
+        group.pipes.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    groups.sort_by(|a, b| (&a.bucket, &a.id).cmp(&(&b.bucket, &b.id)));
+    groups
+}
+
+/// Ready once every declared zonegroup is committed with the master zone its `CephZone`s name; policies
+/// were compared while planning (no steps means they are equal).
+fn readiness(spec: &CephRealmSpec, zones: &[MemberZone], state: &RgwRealmState) -> Health {
+    let Some(period) = &state.period else {
+        return Health::progressing(reason::PROGRESSING, "the realm has no period yet");
+    };
+    for group in &spec.zone_groups {
+        let Some(master) = zone_group_master(zones, &group.name) else {
+            return Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!("no CephZone is master of zonegroup {}", group.name),
+            );
+        };
+        let committed_master = period
+            .zone_groups
+            .iter()
+            .find(|g| g.name == group.name)
+            .map(|g| &g.master_zone);
+        if committed_master != Some(&master.zone) {
+            return Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "period epoch {} does not have zone {} as master of zonegroup {} yet",
+                    period.epoch, master.zone, group.name
+                ),
+            );
+        }
+    }
+    Health::Ready(format!(
+        "realm at period epoch {} with master zone {} of zonegroup {}",
+        period.epoch, period.master_zone, period.master_zone_group
+    ))
+}
+
+fn status_of(state: &RgwRealmState) -> CephRealmStatus {
+    let period = state.period.as_ref();
+    let named = |name: Option<&String>| name.filter(|n| !n.is_empty()).cloned();
+    CephRealmStatus {
+        realm_id: state.realm_id.clone(),
+        period: period.map(|p| PeriodStatus {
+            id: p.id.clone(),
+            epoch: p.epoch,
+        }),
+        master_zone_group: named(period.map(|p| &p.master_zone_group)),
+        master_zone: named(period.map(|p| &p.master_zone)),
+        ..CephRealmStatus::default()
+    }
+}
+
+/// Zones go first (their own finalizers remove them from the period); the realm follows once none is left.
+fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
+    if spec.deletion_policy == DeletionPolicy::Retain {
+        return Health::progressing(
+            reason::PROGRESSING,
+            "deleting; the realm stays in Ceph (deletionPolicy Retain)",
+        )
+        .into_plan(Vec::new(), CephRealmStatus::default());
+    }
+    if !observed.zones.is_empty() {
+        let names: Vec<&str> = observed.zones.iter().map(|z| z.zone.as_str()).collect();
+        return Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!("zones still exist: {}", names.join(", ")),
+        )
+        .into_plan(Vec::new(), CephRealmStatus::default());
+    }
+    let steps: Vec<SiteStep> = observed
+        .sites_holding_realm
+        .iter()
+        .map(|site| {
+            SiteStep::new(
+                site,
+                Step::DeleteRealm {
+                    realm: observed.realm.clone(),
+                },
+            )
+        })
+        .collect();
+    let message = if steps.is_empty() {
+        "deleting; the realm is gone from every site".to_string()
+    } else {
+        format!("deleting: {}", describe(&steps))
+    };
+    Health::progressing(reason::PROGRESSING, message).into_plan(steps, CephRealmStatus::default())
+}
+
+fn describe(steps: &[SiteStep]) -> String {
+    steps
+        .iter()
+        .map(SiteStep::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the realm stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
+#[derive(Clone, Debug, PartialEq)]
+enum Health {
+    Ready(String),
+    Progressing { reason: &'static str, message: String },
+    Stalled { reason: &'static str, message: String },
+}
+
+impl Health {
+    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Progressing {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Stalled {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn conditions(&self) -> Vec<Condition> {
+        match self {
+            Health::Ready(message) => vec![
+                condition(READY, true, reason::RECONCILED, message.as_str(), None),
+                condition(RECONCILING, false, reason::RECONCILED, "", None),
+            ],
+            Health::Progressing { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, true, reason, message.as_str(), None),
+            ],
+            Health::Stalled { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, false, reason, "", None),
+                condition(STALLED, true, reason, message.as_str(), None),
+            ],
+        }
+    }
+
+    fn into_plan(self, steps: Vec<SiteStep>, status: CephRealmStatus) -> RealmPlan {
+        let requeue = match (&self, steps.is_empty()) {
+            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
+            _ => REQUEUE_IDLE,
+        };
+        let conditions = self.conditions();
+        RealmPlan {
+            plan: Plan {
+                steps,
+                conditions: conditions.clone(),
+                requeue,
+            },
+            status: CephRealmStatus { conditions, ..status },
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Pure planner for `CephZone`: the zone on its site, period commits, realm pull, sync status.
+//!
+//! The zone controller creates the zone, commits the periods that carry it (the first one of the realm
+//! included: Ceph cannot commit a period before the master zone exists), creates the sync user on the
+//! master, pulls the realm onto a secondary site, and watches the secondary's sync.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+
+use crate::{
+    agent::{LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync},
+    api::{
+        common::DeletionPolicy,
+        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        zone::{CephZoneSpec, CephZoneStatus, ZoneRole},
+    },
+    plan::{Plan, SiteStep},
+};
+
+mod sync;
+
+pub use sync::{wedge_reason, WEDGED};
+
+/// Look again soon while something is changing or awaited.
+const REQUEUE_CONVERGING: Duration = Duration::from_secs(5);
+/// A converged secondary is probed this often to keep its sync status (and wedge detection) fresh.
+const REQUEUE_SECONDARY: Duration = Duration::from_secs(30);
+/// A converged master or a stalled zone changes only when someone edits it; the watch wakes us for that.
+const REQUEUE_IDLE: Duration = Duration::from_secs(60);
+
+/// What the zone needs from its realm before it can be created.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealmContext {
+    /// The realm id from `CephRealm.status` once the realm exists in Ceph.
+    pub realm_id: Option<String>,
+    /// Whether the zonegroup is one of the realm's (`spec.zoneGroups`).
+    pub zone_group_declared: bool,
+    /// The sync user's keys from the realm's Secret.
+    pub keys: Option<SystemKeys>,
+    /// Endpoint of the zonegroup's master zone (where secondaries pull the realm from).
+    pub master_endpoint: Option<String>,
+    /// Other `CephZone`s of the same zonegroup with `master: true`.
+    pub other_masters: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub zone: String,
+    pub realm: String,
+    /// `CephSite` resource name.
+    pub site: String,
+    pub context: RealmContext,
+    /// The realm as the zone's site sees it; `Err` says why it could not be observed.
+    pub local: Result<RgwRealmState, String>,
+    /// Sync status of the zone, when it exists and is a secondary.
+    pub sync: Option<Result<ZoneSync, String>>,
+    /// Sync status figures of previous probes (newest last), for wedge detection.
+    pub previous: Option<CephZoneStatus>,
+    pub deleting: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZonePlan {
+    pub plan: Plan,
+    pub status: CephZoneStatus,
+}
+
+/// The uid of the realm's sync system user, created on the master zone's site.
+pub fn sync_user_uid(realm: &str) -> String {
+    format!("cephdr-sync-{realm}")
+}
+
+pub fn plan(spec: &CephZoneSpec, observed: &Observed, now: Timestamp) -> ZonePlan {
+    let local = observed.local.as_ref().ok();
+    let view = local
+        .map(|state| ZoneView::of(state, &spec.zone_group, &observed.zone))
+        .unwrap_or_default();
+    let status = CephZoneStatus {
+        zone_id: view
+            .local
+            .map(|z| z.id.clone())
+            .or_else(|| view.in_period.map(|z| z.id.clone())),
+        role: view.role(),
+        ..CephZoneStatus::default()
+    };
+    if observed.deleting {
+        return plan_deletion(spec, observed, &view).into_plan(status);
+    }
+    let report = sync::assess(spec, observed, now);
+    let status = CephZoneStatus {
+        sync: report.figures.sync.clone(),
+        lag_seconds: report.figures.lag_seconds,
+        last_sync_check: report.figures.last_sync_check.clone(),
+        ..status
+    };
+    let (steps, health) = match prerequisites(spec, observed) {
+        Err(health) => (Vec::new(), health),
+        Ok(ready) => match configuration_steps(spec, observed, &ready, &view) {
+            Err(health) => (Vec::new(), health),
+            Ok(steps) if !steps.is_empty() => {
+                let message = format!("applying {}", describe(&steps));
+                (steps, Health::progressing(reason::PROGRESSING, message))
+            }
+            Ok(_) => match &report.wedge {
+                Some(wedge) => (wedge.recovery_steps(observed, &ready), wedge.health()),
+                None => (Vec::new(), converged_health(spec, &view, &report.answer)),
+            },
+        },
+    };
+    let mut outcome = health.into_outcome(steps);
+    outcome.conditions.extend(report.conditions);
+    outcome.requeue = match (&outcome.health, view.role()) {
+        (Health::Ready(_), Some(ZoneRole::Secondary)) => REQUEUE_SECONDARY,
+        _ => outcome.requeue,
+    };
+    outcome.into_plan(status)
+}
+
+/// What the realm must provide before anything can be done on the site.
+struct Prerequisites<'a> {
+    state: &'a RgwRealmState,
+    realm_id: &'a str,
+    keys: &'a SystemKeys,
+    /// Where to pull the realm and periods from; only secondaries need one.
+    master_endpoint: Option<&'a str>,
+}
+
+fn prerequisites<'a>(spec: &CephZoneSpec, observed: &'a Observed) -> Result<Prerequisites<'a>, Health> {
+    let context = &observed.context;
+    if spec.master && !context.other_masters.is_empty() {
+        return Err(Health::stalled(
+            reason::CONFLICT,
+            format!(
+                "zones {} of zonegroup {} also claim master; set master: true on one zone only",
+                context.other_masters.join(", "),
+                spec.zone_group
+            ),
+        ));
+    }
+    let Some(realm_id) = context.realm_id.as_deref() else {
+        return Err(Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!("CephRealm {} has no realm id yet", observed.realm),
+        ));
+    };
+    if !context.zone_group_declared {
+        return Err(Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!(
+                "zonegroup {} is not declared in CephRealm {}",
+                spec.zone_group, observed.realm
+            ),
+        ));
+    }
+    let Some(keys) = &context.keys else {
+        return Err(Health::progressing(
+            reason::SECRET_MISSING,
+            format!(
+                "the sync user keys of realm {} are not available yet",
+                observed.realm
+            ),
+        ));
+    };
+    let master_endpoint = context.master_endpoint.as_deref();
+    if !spec.master && master_endpoint.is_none() {
+        return Err(Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!("zonegroup {} has no master zone endpoint yet", spec.zone_group),
+        ));
+    }
+    let state = observed.local.as_ref().map_err(|error| {
+        Health::progressing(
+            reason::AGENT_UNREACHABLE,
+            format!(
+                "cannot read realm {} on site {}: {error}",
+                observed.realm, observed.site
+            ),
+        )
+    })?;
+    Ok(Prerequisites {
+        state,
+        realm_id,
+        keys,
+        master_endpoint,
+    })
+}
+
+/// The zone as the site's realm state shows it: locally defined, and in the site's committed period.
+#[derive(Clone, Copy, Debug, Default)]
+struct ZoneView<'a> {
+    period: Option<&'a Period>,
+    zone_group: Option<&'a ZoneGroupInfo>,
+    in_period: Option<&'a ZoneInfo>,
+    local: Option<&'a LocalZone>,
+}
+
+impl<'a> ZoneView<'a> {
+    fn of(state: &'a RgwRealmState, zone_group: &str, zone: &str) -> ZoneView<'a> {
+        let period = state.period.as_ref();
+        let group = period.and_then(|p| p.zone_groups.iter().find(|g| g.name == zone_group));
+        ZoneView {
+            period,
+            zone_group: group,
+            in_period: group.and_then(|g| g.zones.iter().find(|z| z.name == zone)),
+            local: state.local_zones.iter().find(|z| z.name == zone),
+        }
+    }
+
+    fn is_period_master(&self) -> bool {
+        matches!((self.zone_group, self.in_period), (Some(g), Some(z)) if g.master_zone == z.name)
+    }
+
+    fn role(&self) -> Option<ZoneRole> {
+        self.in_period.map(|_| {
+            if self.is_period_master() {
+                ZoneRole::Master
+            } else {
+                ZoneRole::Secondary
+            }
+        })
+    }
+
+    fn epoch(&self) -> u32 {
+        self.period.map_or(0, |p| p.epoch)
+    }
+}
+
+/// Steps that bring the zone on its site to the spec, in the order Ceph needs them.
+fn configuration_steps(
+    spec: &CephZoneSpec,
+    observed: &Observed,
+    ready: &Prerequisites,
+    view: &ZoneView,
+) -> Result<Vec<SiteStep>, Health> {
+    let realm = &observed.realm;
+    let zone = &observed.zone;
+    if let Some(local_id) = &ready.state.realm_id {
+        if local_id != ready.realm_id {
+            return Err(Health::stalled(
+                reason::CONFLICT,
+                format!(
+                    "site {} holds realm {realm} with id {local_id}, but CephRealm {realm} has id {}",
+                    observed.site, ready.realm_id
+                ),
+            ));
+        }
+    }
+    let mut steps = Vec::new();
+    let on_site = |step| SiteStep::new(&observed.site, step);
+    match (ready.state.realm_id.is_some(), spec.master, ready.master_endpoint) {
+        (true, _, _) => {}
+        (false, true, _) => {
+            return Err(Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "realm {realm} is not on site {} yet; the CephRealm controller creates it",
+                    observed.site
+                ),
+            ))
+        }
+        (false, false, Some(url)) => steps.push(on_site(Step::PullRealm {
+            realm: realm.clone(),
+            url: url.to_string(),
+            keys: ready.keys.clone(),
+        })),
+        // `prerequisites` holds secondaries back until the master endpoint is known.
+        (false, false, None) => {}
+    }
+    if !spec.master && view.is_period_master() {
+        return Err(Health::progressing(
+            reason::WAITING_FOR_DEPENDENCY,
+            format!(
+                "zone {zone} is still master of zonegroup {} in period epoch {}; waiting for the new master zone \
+                 to take over",
+                spec.zone_group,
+                view.epoch()
+            ),
+        ));
+    }
+    let endpoints_differ = view
+        .in_period
+        .is_some_and(|z| !same_endpoints(&z.endpoints, &spec.endpoints));
+    let key_differs = view
+        .local
+        .is_some_and(|z| z.system_access_key.as_ref() != Some(&ready.keys.access_key));
+    let master_differs = spec.master && view.in_period.is_some() && !view.is_period_master();
+    let read_only_differs = view.in_period.is_some_and(|z| z.read_only != spec.read_only);
+    let incarnation_differs = matches!((view.local, view.in_period), (Some(l), Some(p)) if l.id != p.id);
+    if view.local.is_none() || endpoints_differ || key_differs {
+        steps.push(on_site(Step::CreateZone {
+            realm: realm.clone(),
+            zone_group: spec.zone_group.clone(),
+            zone: zone.clone(),
+            endpoints: spec.endpoints.clone(),
+            master: spec.master,
+            read_only: spec.read_only,
+            keys: ready.keys.clone(),
+        }));
+    } else if master_differs || read_only_differs {
+        steps.push(on_site(Step::ModifyZone {
+            realm: realm.clone(),
+            zone_group: spec.zone_group.clone(),
+            zone: zone.clone(),
+            master: master_differs.then_some(true),
+            read_only: read_only_differs.then_some(spec.read_only),
+        }));
+    }
+    let period_differs = view.in_period.is_none()
+        || view.local.is_none()
+        || endpoints_differ
+        || master_differs
+        || read_only_differs
+        || incarnation_differs;
+    if period_differs {
+        steps.push(on_site(Step::CommitPeriod { realm: realm.clone() }));
+    }
+    // After the commit, so that this zone is the metadata master when the user is created (a moved master
+    // normally has the user already, by metadata sync).
+    if spec.master && ready.state.system_user.is_none() {
+        steps.push(on_site(Step::CreateSystemUser {
+            uid: sync_user_uid(realm),
+            keys: ready.keys.clone(),
+        }));
+    }
+    Ok(steps)
+}
+
+/// Endpoint lists compared as sets: Ceph may return them in another order than the spec lists them.
+fn same_endpoints(current: &[String], desired: &[String]) -> bool {
+    let sorted = |list: &[String]| {
+        let mut list: Vec<String> = list.iter().map(|e| e.trim_end_matches('/').to_string()).collect();
+        list.sort();
+        list.dedup();
+        list
+    };
+    sorted(current) == sorted(desired)
+}
+
+/// A configured zone is Ready once RGW answers sync status (a secondary; after a period commit RGW
+/// reloads and answers errors for a while).
+fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer) -> Health {
+    let role = if view.is_period_master() {
+        "master"
+    } else {
+        "secondary"
+    };
+    match answer {
+        sync::Answer::Failed(error) => Health::progressing(
+            reason::PROGRESSING,
+            format!("waiting for RGW to answer sync status: {error}"),
+        ),
+        sync::Answer::NotAsked if !spec.master => {
+            Health::progressing(reason::PROGRESSING, "waiting for RGW to answer sync status")
+        }
+        _ => Health::Ready(format!(
+            "zone is {role} of zonegroup {} at period epoch {}",
+            spec.zone_group,
+            view.epoch()
+        )),
+    }
+}
+
+/// Removes the zone from its site and the period. The master goes last: Ceph cannot commit a period
+/// without its master zone, so the master is only deleted locally, once it is alone, and the realm's own
+/// deletion takes the period away.
+fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Outcome {
+    if spec.deletion_policy == DeletionPolicy::Retain {
+        return Health::progressing(
+            reason::PROGRESSING,
+            "deleting; the zone stays in Ceph (deletionPolicy Retain)",
+        )
+        .into_outcome(Vec::new());
+    }
+    if let Err(error) = &observed.local {
+        return Health::progressing(
+            reason::AGENT_UNREACHABLE,
+            format!(
+                "cannot read realm {} on site {}: {error}",
+                observed.realm, observed.site
+            ),
+        )
+        .into_outcome(Vec::new());
+    }
+    let zone = &observed.zone;
+    let on_site = |step| SiteStep::new(&observed.site, step);
+    let delete_zone = || {
+        on_site(Step::DeleteZone {
+            realm: observed.realm.clone(),
+            zone_group: spec.zone_group.clone(),
+            zone: zone.clone(),
+        })
+    };
+    let mut steps = Vec::new();
+    if view.is_period_master() {
+        let secondaries: Vec<&str> = view
+            .zone_group
+            .map(|g| {
+                g.zones
+                    .iter()
+                    .filter(|z| z.name != *zone)
+                    .map(|z| z.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !secondaries.is_empty() {
+            return Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "master zone {zone} cannot be deleted while secondary zones exist: {}",
+                    secondaries.join(", ")
+                ),
+            )
+            .into_outcome(Vec::new());
+        }
+        if view.local.is_some() {
+            steps.push(delete_zone());
+        }
+    } else {
+        if view.local.is_some() || view.in_period.is_some() {
+            steps.push(delete_zone());
+        }
+        if view.in_period.is_some() {
+            steps.push(on_site(Step::CommitPeriod {
+                realm: observed.realm.clone(),
+            }));
+        }
+    }
+    let message = if steps.is_empty() {
+        "deleting; the zone is gone from its site".to_string()
+    } else {
+        format!("deleting: {}", describe(&steps))
+    };
+    Health::progressing(reason::PROGRESSING, message).into_outcome(steps)
+}
+
+fn describe(steps: &[SiteStep]) -> String {
+    steps
+        .iter()
+        .map(SiteStep::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the zone stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
+#[derive(Clone, Debug, PartialEq)]
+enum Health {
+    Ready(String),
+    Progressing { reason: &'static str, message: String },
+    Stalled { reason: &'static str, message: String },
+}
+
+impl Health {
+    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Progressing {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Stalled {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn conditions(&self) -> Vec<Condition> {
+        match self {
+            Health::Ready(message) => vec![
+                condition(READY, true, reason::RECONCILED, message.as_str(), None),
+                condition(RECONCILING, false, reason::RECONCILED, "", None),
+            ],
+            Health::Progressing { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, true, reason, message.as_str(), None),
+            ],
+            Health::Stalled { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, false, reason, "", None),
+                condition(STALLED, true, reason, message.as_str(), None),
+            ],
+        }
+    }
+
+    fn into_outcome(self, steps: Vec<SiteStep>) -> Outcome {
+        let requeue = match (&self, steps.is_empty()) {
+            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
+            _ => REQUEUE_IDLE,
+        };
+        Outcome {
+            conditions: self.conditions(),
+            health: self,
+            steps,
+            requeue,
+        }
+    }
+}
+
+/// A plan in the making: the health it reports and what the sync assessment adds.
+struct Outcome {
+    health: Health,
+    steps: Vec<SiteStep>,
+    conditions: Vec<Condition>,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn into_plan(self, status: CephZoneStatus) -> ZonePlan {
+        ZonePlan {
+            plan: Plan {
+                steps: self.steps,
+                conditions: self.conditions.clone(),
+                requeue: self.requeue,
+            },
+            status: CephZoneStatus {
+                conditions: self.conditions,
+                ..status
+            },
+        }
+    }
+}
