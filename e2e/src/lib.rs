@@ -7,6 +7,8 @@
 
 pub mod ceph;
 pub mod controlplane;
+pub mod namespace;
+pub mod operator;
 pub mod pki;
 pub mod process;
 
@@ -15,6 +17,7 @@ use tokio::sync::OnceCell;
 
 pub use ceph::{CephSite, CephSites};
 pub use controlplane::{install_crds, ControlPlane};
+pub use namespace::TestNamespace;
 
 /// The control plane shared by every test in this binary, started on first use.
 pub async fn shared_control_plane() -> Result<&'static ControlPlane> {

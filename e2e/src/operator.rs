@@ -1,0 +1,175 @@
+//! The whole of cephdr on the bed: a `cephdr agent` API beside each real Ceph site (HTTPS, bearer token, its
+//! own CA), a `CephSite` per agent with its token and CA in Secrets, and the operator's controllers
+//! reaching the agents the way a deployed operator does (`RemoteConnector`).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use cephdr::{
+    agent::{
+        ceph::CephCli,
+        remote::RemoteConnector,
+        server::{serve, AgentServer, TlsFiles, Tokens},
+        ClusterAgent,
+    },
+    api::{self, conditions, CephSite},
+    controller::{self, WatchScope},
+    metrics::Metrics,
+};
+use k8s_openapi::{api::core::v1::Secret, ByteString};
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::json;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{install_crds, pki::Ca, process, CephSite as BedSite, ControlPlane, TestNamespace};
+
+/// The `CephSite` names of the bed's sites A and B.
+pub const SITE_NAMES: [&str; 2] = ["site-a", "site-b"];
+
+/// An agent API serving one real site, stopped when dropped.
+pub struct SiteAgent {
+    pub site: String,
+    pub url: String,
+    server: Option<AgentServer>,
+}
+
+impl SiteAgent {
+    /// Serves `site` over HTTPS on its loopback address with a serving certificate from `ca` and one token.
+    async fn start(site: &str, bed: &BedSite, ca: &Ca, token: &str) -> Result<SiteAgent> {
+        let dir = process::scratch_dir(&std::env::temp_dir(), &format!("agent-{site}"))?;
+        let serving = ca.server(site, &[bed.ip.as_str()], &[])?;
+        let tls = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        write_private(&tls.cert, &serving.cert_pem)?;
+        write_private(&tls.key, &serving.key_pem)?;
+        write_private(&dir.join("tokens"), token)?;
+        let backend = CephCli::new(site).with_conf(&bed.conf).with_keyring(&bed.keyring);
+        let server = serve(
+            Arc::new(backend) as Arc<dyn ClusterAgent>,
+            format!("{}:0", bed.ip).parse()?,
+            tls,
+            Tokens::load(dir.join("tokens"))?,
+        )
+        .await?;
+        let url = format!("https://{}:{}", bed.ip, server.local_addr().port());
+        Ok(SiteAgent {
+            site: site.to_string(),
+            url,
+            server: Some(server),
+        })
+    }
+
+    /// Stops the API, as when the agent's host goes away; the Ceph cluster keeps running.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, content.as_bytes())?;
+    Ok(())
+}
+
+/// The operator watching one namespace of the bed, with both sites registered and Ready.
+pub struct OperatorStack {
+    pub ns: TestNamespace,
+    pub agents: Vec<SiteAgent>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    controllers: Option<JoinHandle<()>>,
+}
+
+impl OperatorStack {
+    pub async fn start(plane: &ControlPlane, sites: [&BedSite; 2], prefix: &str) -> Result<OperatorStack> {
+        let client = plane.client().await?;
+        install_crds(&client, &api::crds()).await?;
+        let ns = TestNamespace::new(client.clone(), prefix).await?;
+        let ca = Ca::new("cephdr agents")?;
+        let mut agents = Vec::new();
+        for (name, bed) in SITE_NAMES.into_iter().zip(sites) {
+            let token = process::random_hex(32)?;
+            let agent = SiteAgent::start(name, bed, &ca, &token).await?;
+            register_site(&ns, name, &agent.url, &token, &ca.cert_pem()).await?;
+            agents.push(agent);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let connector = RemoteConnector::new(client.clone()).with_metrics(metrics.clone());
+        let controllers = tokio::spawn(controller::run(
+            client,
+            WatchScope::Namespace(ns.name.clone()),
+            Arc::new(connector),
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let stack = OperatorStack {
+            ns,
+            agents,
+            metrics,
+            stop: Some(stop),
+            controllers: Some(controllers),
+        };
+        for name in SITE_NAMES {
+            stack
+                .ns
+                .wait::<CephSite>(name, "Ready", Duration::from_secs(60), |site| {
+                    site.status
+                        .as_ref()
+                        .is_some_and(|status| conditions::is_true(&status.conditions, conditions::READY))
+                })
+                .await?;
+        }
+        Ok(stack)
+    }
+}
+
+/// The agent's token and CA in a Secret, and the `CephSite` that points at the agent.
+async fn register_site(ns: &TestNamespace, name: &str, url: &str, token: &str, ca_pem: &str) -> Result<()> {
+    let secret_name = format!("{name}-agent");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("token".to_string(), ByteString(token.as_bytes().to_vec())),
+                ("ca.crt".to_string(), ByteString(ca_pem.as_bytes().to_vec())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &secret).await?;
+    ns.create::<CephSite>(json!({"metadata": {"name": name}, "spec": {"agent": {
+        "url": url,
+        "tokenSecretRef": {"name": secret_name, "key": "token"},
+        "caSecretRef": {"name": secret_name, "key": "ca.crt"}}}}))
+        .await?;
+    Ok(())
+}
+
+impl Drop for OperatorStack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.controllers.take() {
+            task.abort();
+        }
+    }
+}
