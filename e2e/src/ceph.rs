@@ -239,7 +239,23 @@ impl CephSite {
 
     /// Starts RGW (beast on a free loopback port) and returns its endpoint URL once it answers HTTP.
     pub fn start_rgw(&self, zone: Option<&str>) -> Result<String> {
-        let port = free_port(&self.ip)?;
+        let zone_args: Vec<String> = zone
+            .map(|zone| format!("--rgw-zone={zone}"))
+            .into_iter()
+            .collect();
+        self.launch_rgw(free_port(&self.ip)?, &zone_args)
+    }
+
+    /// Starts RGW for `zone` of `realm` on `port`, the port the zone's endpoints name (they are set in Ceph
+    /// before the daemon exists); returns the endpoint URL once it answers HTTP.
+    pub fn start_zone_rgw(&self, realm: &str, zone: &str, port: u16) -> Result<String> {
+        self.launch_rgw(
+            port,
+            &[format!("--rgw-realm={realm}"), format!("--rgw-zone={zone}")],
+        )
+    }
+
+    fn launch_rgw(&self, port: u16, extra_args: &[String]) -> Result<String> {
         let frontends = format!("beast endpoint={}:{port}", self.ip);
         let mut cmd = self.command_with(
             "radosgw",
@@ -251,9 +267,7 @@ impl CephSite {
                 &frontends,
             ],
         );
-        if let Some(zone) = zone {
-            cmd.arg(format!("--rgw-zone={zone}"));
-        }
+        cmd.args(extra_args);
         self.start_daemon("rgw", cmd)?;
         let endpoint = format!("http://{}:{port}", self.ip);
         wait_for(

@@ -41,3 +41,14 @@ pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
+
+/// Sends the operator's logs (`RUST_LOG`, default warnings and cephdr's info) to the test's captured output,
+/// so a failing test shows what the controllers saw. Safe to call from every test.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cephdr=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

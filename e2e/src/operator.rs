@@ -93,6 +93,7 @@ pub struct OperatorStack {
 
 impl OperatorStack {
     pub async fn start(plane: &ControlPlane, sites: [&BedSite; 2], prefix: &str) -> Result<OperatorStack> {
+        crate::init_logging();
         let client = plane.client().await?;
         install_crds(&client, &api::crds()).await?;
         let ns = TestNamespace::new(client.clone(), prefix).await?;

@@ -82,6 +82,7 @@ pub enum ZoneRole {
 pub struct CephZoneStatus {
     pub observed_generation: Option<i64>,
     pub zone_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<ZoneRole>,
     pub sync: Option<ZoneSyncStatus>,
     /// Age in seconds of the oldest change not yet synced from any source zone.

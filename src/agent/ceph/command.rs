@@ -21,6 +21,7 @@ use crate::agent::{AgentError, AgentResult, Sensitive};
 
 /// errno values the Ceph CLIs return as their exit status.
 pub(super) const ENOENT: i32 = 2;
+pub(super) const EACCES: i32 = 13;
 pub(super) const EEXIST: i32 = 17;
 
 /// Where a command runs: the cluster a `CephCli` points at.

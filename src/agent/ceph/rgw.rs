@@ -7,7 +7,7 @@
 use futures::future::try_join_all;
 
 use super::{
-    command::{absent_on_enoent, failed_with, ok_if, CephCommand, EEXIST, ENOENT},
+    command::{absent_on_enoent, failed_with, ok_if, CephCommand, EACCES, EEXIST, ENOENT},
     parse::{self, rgw::ZoneParams},
     CephCli,
 };
@@ -31,6 +31,8 @@ pub(super) fn rgw(realm: &str, args: &[&str]) -> CephCommand {
 
 /// `user info` fails with EINVAL and these words, not ENOENT, when the user does not exist.
 const NO_SUCH_USER: &str = "no user info saved";
+/// On a secondary zone, looking a key up before metadata sync has brought its user fails with EACCES.
+const KEY_NOT_SYNCED: &str = "user.init failed";
 
 impl CephCli {
     pub(super) async fn read_rgw_realm(&self, realm: &str) -> AgentResult<RgwRealmState> {
@@ -39,10 +41,19 @@ impl CephCli {
         };
         let realm_id = parse::rgw::realm(&found)?.id;
         let period = parse::rgw::period(&self.run(rgw(realm, &["period", "get"])).await?)?;
-        let (groups, zones) = tokio::try_join!(
-            self.local_zone_groups(realm, &realm_id),
-            self.local_zones(realm, &realm_id)
-        )?;
+        let (groups, zones) =
+            tokio::try_join!(self.local_zone_groups(realm, &realm_id), self.listed_zones(realm))?;
+        // Pacific leaves `realm_id` empty in a zone's parameters until something rewrites them, so a zone
+        // belongs to the realm when one of the realm's zonegroups lists it.
+        let zones: Vec<ZoneParams> = zones
+            .into_iter()
+            .filter(|zone| {
+                zone.realm_id == realm_id
+                    || groups
+                        .iter()
+                        .any(|group| group.zones.iter().any(|member| member.id == zone.id))
+            })
+            .collect();
         let keyed_zone = zones.iter().find(|zone| !zone.access_key.is_empty());
         let system_user = match keyed_zone {
             Some(zone) => self.user_with_key(realm, &zone.name, &zone.access_key).await?,
@@ -89,15 +100,11 @@ impl CephCli {
             .transpose()
     }
 
-    /// Zones stored on this cluster for the realm.
-    async fn local_zones(&self, realm: &str, realm_id: &str) -> AgentResult<Vec<ZoneParams>> {
+    /// Every zone stored on this cluster (`zone list` is not scoped by realm).
+    async fn listed_zones(&self, realm: &str) -> AgentResult<Vec<ZoneParams>> {
         let listing = parse::rgw::listing(&self.run(rgw(realm, &["zone", "list"])).await?, "zones")?;
         let zones = try_join_all(listing.names.iter().map(|name| self.zone_params(realm, name))).await?;
-        Ok(zones
-            .into_iter()
-            .flatten()
-            .filter(|zone| zone.realm_id == realm_id)
-            .collect())
+        Ok(zones.into_iter().flatten().collect())
     }
 
     async fn zone_params(&self, realm: &str, zone: &str) -> AgentResult<Option<ZoneParams>> {
@@ -115,6 +122,7 @@ impl CephCli {
         match self.run(command).await {
             Ok(out) => Ok(Some(parse::rgw::user_info(&out)?.uid)),
             Err(error) if failed_with(&error, ENOENT, NO_SUCH_USER) => Ok(None),
+            Err(error) if failed_with(&error, EACCES, KEY_NOT_SYNCED) => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -172,10 +180,14 @@ impl CephCli {
         ok_if(self.run(command).await, EEXIST, "")
     }
 
-    /// The id of the cluster's default realm (`kind` = `realm`), zonegroup or zone.
+    /// The id of the cluster's default realm (`kind` = `realm`), zonegroup or zone. A cluster that never had
+    /// one fails the listing with ENOENT.
     async fn default_id(&self, kind: &str, field: &str) -> AgentResult<Option<String>> {
-        let out = self.run(CephCommand::radosgw_admin([kind, "list"])).await?;
-        Ok(parse::rgw::listing(&out, field)?.default_id)
+        let listing = absent_on_enoent(self.run(CephCommand::radosgw_admin([kind, "list"])).await)?;
+        match listing {
+            Some(out) => Ok(parse::rgw::listing(&out, field)?.default_id),
+            None => Ok(None),
+        }
     }
 
     pub(super) async fn create_zone_group(

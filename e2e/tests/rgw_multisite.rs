@@ -1,0 +1,218 @@
+//! RGW multisite configured by cephdr alone on two real Ceph sites: a `CephRealm` and two `CephZone`s make
+//! the realm, zonegroup, zones and sync user, commit the periods and pull the realm on B with keys the
+//! operator generated; objects PUT on A read back identical from B and the secondary reports caught up.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use cephdr::api::{conditions, zone::ZoneRole, CephRealm, CephZone};
+use cephdr_e2e::{
+    operator::OperatorStack, process::free_port, shared_ceph_sites, shared_control_plane, unique_name,
+    CephSite,
+};
+use rand::RngCore;
+use serde_json::json;
+
+const REALM: &str = "geo";
+const ZONE_GROUP: &str = "zg";
+/// Real RGW needs a few seconds per period commit and sync round on a loaded CI machine.
+const CONVERGE: Duration = Duration::from_secs(180);
+
+fn zone_manifest(name: &str, site: &str, master: bool, endpoint: &str) -> serde_json::Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "realm": REALM, "zoneGroup": ZONE_GROUP, "site": site, "master": master,
+        "endpoints": [endpoint], "rpoSeconds": 300, "deletionPolicy": "Delete"}})
+}
+
+/// Waits until the zone is Ready: created in Ceph and in the committed period. On failure the error carries
+/// what `radosgw-admin` says on the zone's site.
+async fn zone_ready(stack: &OperatorStack, name: &str, site: &CephSite) -> Result<CephZone> {
+    stack
+        .ns
+        .wait::<CephZone>(name, "Ready", CONVERGE, |zone| {
+            zone.status
+                .as_ref()
+                .is_some_and(|status| conditions::is_true(&status.conditions, conditions::READY))
+        })
+        .await
+        .with_context(|| rgw_state(site))
+}
+
+/// The realm as `radosgw-admin` shows it on `site`, for failure messages.
+fn rgw_state(site: &CephSite) -> String {
+    let realm = format!("--rgw-realm={REALM}");
+    [
+        vec!["realm", "list"],
+        vec!["zone", "list", &realm],
+        vec!["zonegroup", "list", &realm],
+        vec!["period", "get", &realm],
+        vec!["user", "list", &realm],
+    ]
+    .iter()
+    .map(|args| match site.radosgw_admin(args) {
+        Ok(out) => format!("radosgw-admin {}:\n{out}", args.join(" ")),
+        Err(error) => format!("radosgw-admin {}: {error:#}", args.join(" ")),
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+async fn wait_until_ok(what: &str, probe: impl Fn() -> Result<bool>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !probe().unwrap_or(false) {
+        if tokio::time::Instant::now() > deadline {
+            bail!("not {what} after {CONVERGE:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+fn credentials(keys: &(String, String)) -> Result<s3::creds::Credentials> {
+    Ok(s3::creds::Credentials::new(
+        Some(&keys.0),
+        Some(&keys.1),
+        None,
+        None,
+        None,
+    )?)
+}
+
+fn region(endpoint: &str) -> s3::Region {
+    s3::Region::Custom {
+        region: ZONE_GROUP.into(),
+        endpoint: endpoint.into(),
+    }
+}
+
+/// An S3 user made on the master zone (metadata sync carries it to B).
+fn s3_user(site: &CephSite) -> Result<(String, String)> {
+    let uid = unique_name("app");
+    let user: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
+        "user",
+        "create",
+        &format!("--uid={uid}"),
+        "--display-name=app",
+        &format!("--rgw-realm={REALM}"),
+        "--rgw-zone=east",
+    ])?)?;
+    let key = &user["keys"][0];
+    Ok((
+        key["access_key"].as_str().context("access key")?.to_string(),
+        key["secret_key"].as_str().context("secret key")?.to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "rgw-e2e").await?;
+    let (port_a, port_b) = (free_port(&sites.a.ip)?, free_port(&sites.b.ip)?);
+    let (url_a, url_b) = (
+        format!("http://{}:{port_a}", sites.a.ip),
+        format!("http://{}:{port_b}", sites.b.ip),
+    );
+    stack
+        .ns
+        .create::<CephRealm>(json!({"metadata": {"name": REALM}, "spec": {
+            "zoneGroups": [{"name": ZONE_GROUP, "master": true}], "deletionPolicy": "Delete"}}))
+        .await?;
+    stack
+        .ns
+        .create::<CephZone>(zone_manifest("east", "site-a", true, &url_a))
+        .await?;
+    stack
+        .ns
+        .create::<CephZone>(zone_manifest("west", "site-b", false, &url_b))
+        .await?;
+
+    // RGW serves a zone once the zone exists; B pulls the realm through A's RGW.
+    let east = zone_ready(&stack, "east", &sites.a).await?;
+    assert_eq!(east.status.and_then(|s| s.role), Some(ZoneRole::Master));
+    let site_a = &sites.a;
+    tokio::task::spawn_blocking(move || site_a.start_zone_rgw(REALM, "east", port_a)).await??;
+    // B's RGW serves west once west is in B's committed period; metadata sync then brings the sync user.
+    let in_period = "\"name\": \"west\"";
+    wait_until_ok("west in the period on site B", || {
+        Ok(sites
+            .b
+            .radosgw_admin(&["period", "get", &format!("--rgw-realm={REALM}")])?
+            .contains(in_period))
+    })
+    .await
+    .with_context(|| rgw_state(&sites.b))?;
+    let site_b = &sites.b;
+    tokio::task::spawn_blocking(move || site_b.start_zone_rgw(REALM, "west", port_b)).await??;
+    zone_ready(&stack, "west", &sites.b).await?;
+    let realm = stack
+        .ns
+        .wait::<CephRealm>(REALM, "Ready", CONVERGE, |realm| {
+            realm
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY))
+        })
+        .await?;
+    let period = realm.status.context("realm status")?;
+    assert!(period.realm_id.is_some(), "the realm id is reported: {period:?}");
+
+    // Objects PUT on A read back identical from B.
+    let keys = s3_user(&sites.a)?;
+    let name = unique_name("photos");
+    let on_a = s3::Bucket::create_with_path_style(
+        &name,
+        region(&url_a),
+        credentials(&keys)?,
+        s3::BucketConfiguration::default(),
+    )
+    .await?
+    .bucket;
+    let mut body = vec![0u8; 1 << 20];
+    rand::rng().fill_bytes(&mut body);
+    on_a.put_object("/2026/cat.jpg", &body).await?;
+    let on_b = s3::Bucket::new(&name, region(&url_b), credentials(&keys)?)?.with_path_style();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        match on_b.get_object("/2026/cat.jpg").await {
+            Ok(got) if got.as_slice() == body.as_slice() => break,
+            Ok(got) => bail!(
+                "B returned {} other bytes than were PUT on A",
+                got.as_slice().len()
+            ),
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                bail!(
+                    "the object never reached B: {error}; {}",
+                    sites.b.daemon_log("rgw", 20)
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+
+    // The secondary reports its sync as caught up.
+    let west = stack
+        .ns
+        .wait::<CephZone>("west", "Synced", CONVERGE, |zone| {
+            zone.status
+                .as_ref()
+                .is_some_and(|status| conditions::is_true(&status.conditions, conditions::SYNCED))
+        })
+        .await?;
+    let status = west.status.context("west status")?;
+    assert_eq!(status.role, Some(ZoneRole::Secondary));
+    let sync = status.sync.context("sync figures")?;
+    assert_eq!(
+        sync.metadata.map(|m| m.behind_shards),
+        Some(0),
+        "metadata caught up"
+    );
+    assert!(
+        sync.data
+            .iter()
+            .any(|d| d.source == "east" && d.behind_shards == 0),
+        "data caught up from east: {:?}",
+        sync.data
+    );
+    Ok(())
+}
