@@ -19,6 +19,8 @@ use crate::{
 };
 
 mod sync;
+#[cfg(test)]
+mod tests;
 
 pub use sync::{wedge_reason, WEDGED};
 
@@ -42,6 +44,19 @@ pub struct RealmContext {
     pub master_endpoint: Option<String>,
     /// Other `CephZone`s of the same zonegroup with `master: true`.
     pub other_masters: Vec<String>,
+    /// The `CephZone` that is master of the realm's master zonegroup: the period's master zone, where
+    /// period changes are committed.
+    pub realm_master: Option<RealmMaster>,
+}
+
+/// The realm's master zone as its `CephZone` declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealmMaster {
+    pub zone: String,
+    /// `CephSite` resource name.
+    pub site: String,
+    /// The zone's first endpoint.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +79,10 @@ pub struct Observed {
 pub struct ZonePlan {
     pub plan: Plan,
     pub status: CephZoneStatus,
+    /// While deleting: nothing of the zone is left in Ceph (or the policy keeps it), so the finalizer may go.
+    /// An empty plan is not enough: a master waiting for its secondaries, or a site that cannot be read,
+    /// plans nothing yet still holds the zone.
+    pub cleanup_complete: bool,
 }
 
 /// The uid of the realm's sync system user, created on the master zone's site.
@@ -361,16 +380,18 @@ fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer)
     }
 }
 
-/// Removes the zone from its site and the period. The master goes last: Ceph cannot commit a period
+/// Removes the zone from the period and its site. The master goes last: Ceph cannot commit a period
 /// without its master zone, so the master is only deleted locally, once it is alone, and the realm's own
-/// deletion takes the period away.
+/// deletion takes the period away. Another zone leaves the period by a commit on the master's site (removed
+/// from the master's copy of the zonegroup there), then its site deletes it.
 fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Outcome {
     if spec.deletion_policy == DeletionPolicy::Retain {
         return Health::progressing(
             reason::PROGRESSING,
             "deleting; the zone stays in Ceph (deletionPolicy Retain)",
         )
-        .into_outcome(Vec::new());
+        .into_outcome(Vec::new())
+        .cleanup_complete(true);
     }
     if let Err(error) = &observed.local {
         return Health::progressing(
@@ -416,22 +437,49 @@ fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> O
         if view.local.is_some() {
             steps.push(delete_zone());
         }
-    } else {
-        if view.local.is_some() || view.in_period.is_some() {
+    } else if view.in_period.is_some() {
+        // The removal is committed on the realm master's site: once this site has deleted its zone it has no
+        // system key left to sign a commit it would forward to the master.
+        let Some(master) = &observed.context.realm_master else {
+            return Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "no CephZone is master of realm {}; zone {zone} leaves the period by a commit on the \
+                     master zone's site",
+                    observed.realm
+                ),
+            )
+            .into_outcome(Vec::new());
+        };
+        let on_master = |step| SiteStep::new(&master.site, step);
+        if master.site != observed.site {
+            steps.push(on_master(Step::DeleteZone {
+                realm: observed.realm.clone(),
+                zone_group: spec.zone_group.clone(),
+                zone: zone.clone(),
+            }));
+            steps.push(on_master(Step::CommitPeriod {
+                realm: observed.realm.clone(),
+            }));
             steps.push(delete_zone());
-        }
-        if view.in_period.is_some() {
+        } else {
+            steps.push(delete_zone());
             steps.push(on_site(Step::CommitPeriod {
                 realm: observed.realm.clone(),
             }));
         }
+    } else if view.local.is_some() {
+        steps.push(delete_zone());
     }
     let message = if steps.is_empty() {
         "deleting; the zone is gone from its site".to_string()
     } else {
         format!("deleting: {}", describe(&steps))
     };
-    Health::progressing(reason::PROGRESSING, message).into_outcome(steps)
+    let gone = steps.is_empty();
+    Health::progressing(reason::PROGRESSING, message)
+        .into_outcome(steps)
+        .cleanup_complete(gone)
 }
 
 fn describe(steps: &[SiteStep]) -> String {
@@ -493,6 +541,7 @@ impl Health {
             health: self,
             steps,
             requeue,
+            cleanup_complete: false,
         }
     }
 }
@@ -503,9 +552,17 @@ struct Outcome {
     steps: Vec<SiteStep>,
     conditions: Vec<Condition>,
     requeue: Duration,
+    cleanup_complete: bool,
 }
 
 impl Outcome {
+    fn cleanup_complete(self, complete: bool) -> Outcome {
+        Outcome {
+            cleanup_complete: complete,
+            ..self
+        }
+    }
+
     fn into_plan(self, status: CephZoneStatus) -> ZonePlan {
         ZonePlan {
             plan: Plan {
@@ -517,6 +574,7 @@ impl Outcome {
                 conditions: self.conditions,
                 ..status
             },
+            cleanup_complete: self.cleanup_complete,
         }
     }
 }
