@@ -17,6 +17,9 @@ use crate::{
     plan::{Plan, SiteStep},
 };
 
+#[cfg(test)]
+mod tests;
+
 /// Look again soon while something is changing or awaited.
 const REQUEUE_CONVERGING: Duration = Duration::from_secs(5);
 /// A converged or stalled realm changes only when someone edits it; the watch wakes us for that.
@@ -55,6 +58,9 @@ pub struct Observed {
 pub struct RealmPlan {
     pub plan: Plan,
     pub status: CephRealmStatus,
+    /// While deleting: no site holds the realm any more (or the policy keeps it), so the finalizer may go.
+    /// An empty plan is not enough: while zones remain, nothing is planned yet the realm is still in Ceph.
+    pub cleanup_complete: bool,
 }
 
 pub fn plan(spec: &CephRealmSpec, observed: &Observed, _now: Timestamp) -> RealmPlan {
@@ -290,7 +296,8 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
             reason::PROGRESSING,
             "deleting; the realm stays in Ceph (deletionPolicy Retain)",
         )
-        .into_plan(Vec::new(), CephRealmStatus::default());
+        .into_plan(Vec::new(), CephRealmStatus::default())
+        .cleanup_complete(true);
     }
     if !observed.zones.is_empty() {
         let names: Vec<&str> = observed.zones.iter().map(|z| z.zone.as_str()).collect();
@@ -317,7 +324,10 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
     } else {
         format!("deleting: {}", describe(&steps))
     };
-    Health::progressing(reason::PROGRESSING, message).into_plan(steps, CephRealmStatus::default())
+    let gone = steps.is_empty();
+    Health::progressing(reason::PROGRESSING, message)
+        .into_plan(steps, CephRealmStatus::default())
+        .cleanup_complete(gone)
 }
 
 fn describe(steps: &[SiteStep]) -> String {
@@ -382,6 +392,16 @@ impl Health {
                 requeue,
             },
             status: CephRealmStatus { conditions, ..status },
+            cleanup_complete: false,
+        }
+    }
+}
+
+impl RealmPlan {
+    fn cleanup_complete(self, complete: bool) -> RealmPlan {
+        RealmPlan {
+            cleanup_complete: complete,
+            ..self
         }
     }
 }

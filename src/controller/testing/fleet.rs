@@ -4,7 +4,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{keys, rgw::RgwWorld, ZoneBuilder, REALM};
+use super::{keys, rgw::RgwWorld, zone, ZoneBuilder, REALM};
 use crate::{
     api::{
         conditions::merge,
@@ -26,6 +26,14 @@ pub fn at(second: i64) -> Timestamp {
 
 pub const EPOCH: i64 = 1_800_000_000;
 
+/// `us-east` (master, `site-a`) and `us-west` (secondary, `site-b`) in zonegroup `us` of `realm`, nothing in
+/// Ceph yet.
+pub fn pair(realm: CephRealmSpec) -> Fleet {
+    Fleet::new(realm)
+        .zone(zone("us-east", "site-a").master())
+        .zone(zone("us-west", "site-b"))
+}
+
 /// A `CephZone` object: name, spec, the status the last reconcile wrote, and whether it is being deleted.
 #[derive(Clone, Debug)]
 pub struct ZoneObject {
@@ -42,6 +50,8 @@ pub struct Fleet {
     pub realm: CephRealmSpec,
     pub realm_status: CephRealmStatus,
     pub realm_deleting: bool,
+    /// The `CephRealm` object is gone (its finalizer released).
+    pub realm_gone: bool,
     pub zones: Vec<ZoneObject>,
     /// Whether the realm's sync user Secret exists (the zone controller reads its keys).
     pub keys_available: bool,
@@ -56,6 +66,7 @@ impl Fleet {
             realm,
             realm_status: CephRealmStatus::default(),
             realm_deleting: false,
+            realm_gone: false,
             zones: Vec::new(),
             keys_available: true,
         }
@@ -158,6 +169,22 @@ impl Fleet {
     /// What the CephZone reconciler gathers from the realm and the zone's siblings.
     pub fn zone_context(&self, name: &str) -> RealmContext {
         let zone = self.zone_object(name);
+        let zone_sites = self
+            .zones
+            .iter()
+            .map(|z| (z.name.clone(), z.spec.site.clone()))
+            .collect();
+        if self.realm_gone {
+            return RealmContext {
+                realm_id: None,
+                zone_group_declared: false,
+                keys: None,
+                master_endpoint: None,
+                other_masters: Vec::new(),
+                realm_master: None,
+                zone_sites,
+            };
+        }
         let group: Vec<&ZoneObject> = self
             .zones
             .iter()
@@ -185,6 +212,7 @@ impl Fleet {
                 site: z.spec.site.clone(),
                 endpoint: z.spec.endpoints.first().cloned(),
             }),
+            zone_sites,
         }
     }
 
@@ -248,15 +276,20 @@ impl Fleet {
         self.world.apply(steps)
     }
 
-    /// One reconcile of the realm (unless `zones_only`) then of each zone, in order, each against the world
-    /// the previous one left; then five seconds pass. Returns how many steps ran.
+    /// One reconcile of the realm (unless `zones_only` or it is gone) then of each zone, in order, each
+    /// against the world the previous one left; an object being deleted goes once its cleanup is complete.
+    /// Then five seconds pass. Returns how many steps ran and objects went.
     pub fn round(&mut self, zones_only: bool) -> Result<usize, String> {
-        let mut ran = 0;
-        if !zones_only {
+        let mut activity = 0;
+        if !zones_only && !self.realm_gone {
             let plan = self.plan_realm();
             self.apply(&plan.plan.steps).map_err(|e| format!("realm: {e}"))?;
             self.record_realm(&plan);
-            ran += plan.plan.steps.len();
+            activity += plan.plan.steps.len();
+            if self.realm_deleting && plan.cleanup_complete {
+                self.realm_gone = true;
+                activity += 1;
+            }
         }
         let names: Vec<String> = self.zones.iter().map(|z| z.name.clone()).collect();
         for name in names {
@@ -264,13 +297,17 @@ impl Fleet {
             self.apply(&plan.plan.steps)
                 .map_err(|e| format!("zone {name}: {e}"))?;
             self.record_zone(&name, &plan);
-            ran += plan.plan.steps.len();
+            activity += plan.plan.steps.len();
+            if self.zone_object(&name).deleting && plan.cleanup_complete {
+                self.zones.retain(|z| z.name != name);
+                activity += 1;
+            }
         }
         self.now = at(self.now.as_second() + 5);
-        Ok(ran)
+        Ok(activity)
     }
 
-    /// Rounds until one runs no step; returns how many rounds ran steps.
+    /// Rounds until one does nothing; returns how many rounds did something.
     pub fn converge(&mut self, zones_only: bool, max_rounds: usize) -> Result<usize, String> {
         for round in 0..=max_rounds {
             if self
@@ -285,6 +322,14 @@ impl Fleet {
             "not converged after {max_rounds} rounds: {}",
             self.pending()
         ))
+    }
+
+    /// The fleet after the realm and zone controllers reconciled it until nothing was left to do.
+    pub fn converged(mut self) -> Fleet {
+        if let Err(error) = self.converge(false, 8) {
+            panic!("the fixture does not converge: {error}");
+        }
+        self
     }
 
     /// The steps every controller would still plan, for failure messages.

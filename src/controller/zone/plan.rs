@@ -44,9 +44,11 @@ pub struct RealmContext {
     pub master_endpoint: Option<String>,
     /// Other `CephZone`s of the same zonegroup with `master: true`.
     pub other_masters: Vec<String>,
-    /// The `CephZone` that is master of the realm's master zonegroup: the period's master zone, where
-    /// period changes are committed.
+    /// The `CephZone` that is master of the realm's master zonegroup (known while the `CephRealm` exists).
     pub realm_master: Option<RealmMaster>,
+    /// Where every `CephZone` of the realm runs, this one included: `(zone, CephSite)`. Tells the site of the
+    /// period's master zone, where period changes are committed, even once the `CephRealm` is gone.
+    pub zone_sites: Vec<(String, String)>,
 }
 
 /// The realm's master zone as its `CephZone` declares it.
@@ -438,21 +440,21 @@ fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> O
             steps.push(delete_zone());
         }
     } else if view.in_period.is_some() {
-        // The removal is committed on the realm master's site: once this site has deleted its zone it has no
-        // system key left to sign a commit it would forward to the master.
-        let Some(master) = &observed.context.realm_master else {
+        // The removal is committed on the site of the period's master zone: once this site has deleted its
+        // zone it has no system key left to sign a commit it would forward to the master.
+        let Some(master_site) = period_master_site(&observed.context, view) else {
             return Health::progressing(
                 reason::WAITING_FOR_DEPENDENCY,
                 format!(
-                    "no CephZone is master of realm {}; zone {zone} leaves the period by a commit on the \
-                     master zone's site",
+                    "no CephZone of realm {} is its master zone; zone {zone} leaves the period by a commit on \
+                     the master zone's site",
                     observed.realm
                 ),
             )
             .into_outcome(Vec::new());
         };
-        let on_master = |step| SiteStep::new(&master.site, step);
-        if master.site != observed.site {
+        let on_master = |step| SiteStep::new(master_site, step);
+        if master_site != observed.site {
             steps.push(on_master(Step::DeleteZone {
                 realm: observed.realm.clone(),
                 zone_group: spec.zone_group.clone(),
@@ -480,6 +482,21 @@ fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> O
     Health::progressing(reason::PROGRESSING, message)
         .into_outcome(steps)
         .cleanup_complete(gone)
+}
+
+/// The site of the period's master zone (as the zone's site has the period), or else of the declared one.
+fn period_master_site<'a>(context: &'a RealmContext, view: &ZoneView) -> Option<&'a str> {
+    let site_of = |zone: &str| {
+        let placed = context.zone_sites.iter().find(|(name, _)| name == zone);
+        placed.map(|(_, site)| site.as_str())
+    };
+    let committed = view
+        .period
+        .map(|p| p.master_zone.as_str())
+        .filter(|m| !m.is_empty());
+    committed
+        .and_then(site_of)
+        .or_else(|| context.realm_master.as_ref().map(|m| m.site.as_str()))
 }
 
 fn describe(steps: &[SiteStep]) -> String {

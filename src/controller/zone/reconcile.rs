@@ -147,6 +147,14 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
                 && z.name_any() != zone.name_any()
         })
         .collect();
+    let zone_sites = ctx
+        .stores
+        .zones
+        .state()
+        .into_iter()
+        .filter(|z| z.namespace() == zone.namespace() && z.spec.realm == zone.spec.realm)
+        .map(|z| (z.zone_name(), z.spec.site.clone()))
+        .collect();
     let Some(realm) = realm else {
         return Ok(RealmContext {
             realm_id: None,
@@ -155,6 +163,7 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
             master_endpoint: None,
             other_masters: vec![],
             realm_master: None,
+            zone_sites,
         });
     };
     let master_group = realm.spec.master_zone_group().map(|g| g.name.as_str());
@@ -198,5 +207,6 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
             .map(|z| z.name_any())
             .collect(),
         realm_master,
+        zone_sites,
     })
 }

@@ -11,29 +11,20 @@ use super::{plan, Observed, ZonePlan};
 use crate::{
     agent::{SourceSync, SyncShards, ZoneSync},
     controller::testing::{
-        fleet::{at, Fleet},
-        realm, zone,
+        fleet::{self, at, Fleet},
+        realm,
     },
     plan::testing::kstatus_violation,
 };
 
 /// `us-east` (master, `site-a`) and `us-west` (secondary, `site-b`) in zonegroup `us`, nothing in Ceph.
 pub fn pair() -> Fleet {
-    Fleet::new(realm().build())
-        .zone(zone("us-east", "site-a").master())
-        .zone(zone("us-west", "site-b"))
+    fleet::pair(realm().build())
 }
 
-/// [`pair`] after the realm controller created the realm and the zone controllers converged.
+/// [`pair`] once the realm and zone controllers converged.
 pub fn converged_pair() -> Fleet {
-    converged(pair())
-}
-
-/// `fleet` with the realm in Ceph and its zones converged by their own planners.
-pub fn converged(fleet: Fleet) -> Fleet {
-    let mut fleet = fleet.with_realm_in_ceph();
-    fleet.converge(true, 4).expect("the fixture converges");
-    fleet
+    pair().converged()
 }
 
 /// Plans `name` after `edit` changed what its reconciler observed.

@@ -339,7 +339,9 @@ proptest! {
         }
         prop_assert!(!result.cleanup_complete || (deleting && result.plan.steps.is_empty()));
         let own_or_master = |site: &str| {
-            site == observed.site || observed.context.realm_master.as_ref().is_some_and(|m| m.site == site)
+            site == observed.site
+                || observed.context.realm_master.as_ref().is_some_and(|m| m.site == site)
+                || observed.context.zone_sites.iter().any(|(_, zone_site)| zone_site == site)
         };
         for step in &result.plan.steps {
             prop_assert!(own_or_master(&step.site), "{} runs on a foreign site", step);

@@ -3,7 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{converged, converged_pair, init_shards, pair, plan_observed, probe, shards, west_sync};
+use super::{converged_pair, init_shards, pair, plan_observed, probe, shards, west_sync};
 use crate::{
     agent::{Step, SyncShards, ZoneSync},
     api::conditions::{reason, READY, RECONCILING, RPO_MET, STALLED, SYNCED},
@@ -97,7 +97,7 @@ fn full_sync_and_initialising_metadata_are_not_synced() {
 }
 
 fn rpo_of(lag: Option<i64>, metadata: SyncShards) -> (String, String, String) {
-    let fleet = converged(pair().zone(zone("us-south", "site-c").rpo(60)));
+    let fleet = pair().zone(zone("us-south", "site-c").rpo(60)).converged();
     let data = shards(u32::from(lag.is_some()), lag.and_then(|l| seconds_ago(&fleet, l)));
     let plan = plan_observed(&fleet, "us-south", |o| {
         o.sync = Some(Ok(ZoneSync {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{converged, converged_pair, pair, plan_observed};
+use super::{converged_pair, pair, plan_observed};
 use crate::{
     agent::{Step, SystemKeys},
     api::{
@@ -253,9 +253,9 @@ fn changed_endpoints_update_the_zone_and_commit() {
 
 #[test]
 fn endpoints_in_another_order_or_with_a_trailing_slash_plan_nothing() {
-    let mut fleet = converged(
-        pair().zone(zone("us-south", "site-c").endpoints(&["http://b.example:80", "http://a.example:80"])),
-    );
+    let mut fleet = pair()
+        .zone(zone("us-south", "site-c").endpoints(&["http://b.example:80", "http://a.example:80"]))
+        .converged();
     fleet.zone_object_mut("us-south").spec.endpoints =
         vec!["http://a.example:80/".into(), "http://b.example:80".into()];
     let plan = fleet.plan_zone("us-south");
@@ -397,7 +397,9 @@ fn deleting_the_master_waits_for_its_secondaries_and_keeps_the_finalizer() {
 
 #[test]
 fn deleting_the_lone_master_deletes_it_locally_without_a_commit() {
-    let mut fleet = converged(Fleet::new(realm().build()).zone(zone("us-east", "site-a").master()));
+    let mut fleet = Fleet::new(realm().build())
+        .zone(zone("us-east", "site-a").master())
+        .converged();
     fleet.zone_object_mut("us-east").deleting = true;
     let plan = fleet.plan_zone("us-east");
     assert_eq!(rendered(&plan.plan.steps), ["delete-zone prod/us/us-east@site-a"]);
@@ -440,22 +442,34 @@ fn deleting_a_zone_that_never_reached_ceph_completes_at_once() {
 }
 
 #[test]
-fn deleting_a_secondary_in_the_period_waits_while_no_zone_is_realm_master() {
+fn deleting_a_secondary_waits_while_no_cephzone_tells_where_the_master_zone_runs() {
     let mut fleet = converged_pair();
     fleet.zone_object_mut("us-west").deleting = true;
-    fleet.zone_object_mut("us-east").spec.master = false;
+    fleet.zones.retain(|z| z.name != "us-east");
     let plan = fleet.plan_zone("us-west");
     assert_waits(
         &plan,
         reason::WAITING_FOR_DEPENDENCY,
-        "no CephZone is master of realm prod",
+        "no CephZone of realm prod is its master zone",
     );
     assert!(!plan.cleanup_complete);
 }
 
 #[test]
+fn deleting_a_secondary_after_its_cephrealm_went_still_commits_on_the_master_site() {
+    let mut fleet = converged_pair();
+    fleet.realm_gone = true;
+    fleet.zone_object_mut("us-west").deleting = true;
+    let plan = fleet.plan_zone("us-west");
+    assert_eq!(
+        plan.plan.steps[1],
+        SiteStep::new("site-a", Step::CommitPeriod { realm: "prod".into() })
+    );
+}
+
+#[test]
 fn deleting_a_secondary_on_the_master_site_commits_there_after_deleting_it() {
-    let mut fleet = converged(pair().zone(zone("us-east-2", "site-a")));
+    let mut fleet = pair().zone(zone("us-east-2", "site-a")).converged();
     fleet.zone_object_mut("us-east-2").deleting = true;
     let plan = fleet.plan_zone("us-east-2");
     assert_eq!(
