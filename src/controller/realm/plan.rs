@@ -151,7 +151,9 @@ fn zone_group_master<'a>(zones: &'a [MemberZone], zone_group: &str) -> Option<&'
     zones.iter().find(|z| z.master && z.zone_group == zone_group)
 }
 
-/// Realm, missing zonegroups, sync policies, and the commit that publishes them, all on the master site.
+/// Realm, master zonegroup, sync policies, and the commit that publishes them, all on the master site.
+/// Another zonegroup is created by its master zone's controller, where that zone runs: Ceph commits no period
+/// with a zonegroup that has no master zone, so one created here ahead of its zone would block every commit.
 fn realm_steps(
     spec: &CephRealmSpec,
     observed: &Observed,
@@ -166,9 +168,9 @@ fn realm_steps(
         steps.push(on_master(Step::CreateRealm { realm: realm.clone() }));
     }
     let period = state.period.as_ref();
-    for group in &spec.zone_groups {
-        let committed = period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == group.name));
-        if !committed {
+    let committed = |name: &str| period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == name));
+    for group in spec.zone_groups.iter().filter(|g| g.master) {
+        if !committed(&group.name) {
             let endpoints = zone_group_master(&observed.zones, &group.name)
                 .map(|z| z.endpoints.clone())
                 .unwrap_or_default();
@@ -180,7 +182,9 @@ fn realm_steps(
             }));
         }
     }
-    for group in &spec.zone_groups {
+    // A zonegroup's policy is set once the zonegroup is on this site: the master one is created above, the
+    // others arrive with the period that commits them.
+    for group in spec.zone_groups.iter().filter(|g| g.master || committed(&g.name)) {
         let desired = group
             .sync_policy
             .as_ref()

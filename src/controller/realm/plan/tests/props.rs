@@ -38,7 +38,7 @@ struct Layout {
 }
 
 fn layouts() -> impl Strategy<Value = Layout> {
-    (0..3usize, 0..3usize, Just(None::<(usize, bool)>)).prop_map(
+    (0..3usize, 0..3usize, prop::option::of((0..3usize, any::<bool>()))).prop_map(
         |(us_master_site, us_secondaries, europe)| Layout {
             us_master_site,
             us_secondaries,

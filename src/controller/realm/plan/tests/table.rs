@@ -192,23 +192,38 @@ fn a_changed_group_status_or_a_removed_policy_is_set_again() {
 }
 
 #[test]
-fn a_new_zonegroup_is_created_and_committed_then_waits_for_its_master_zone() {
+fn a_new_zonegroup_is_left_to_its_master_zone_and_its_policy_follows_its_commit() {
     let mut fleet = converged(realm().build());
-    fleet.realm = realm().zone_group("eu").build();
-    let plan = fleet.plan_realm();
-    assert_eq!(
-        rendered(&plan.plan.steps),
-        ["create-zonegroup prod/eu@site-a", "commit-period prod@site-a"]
-    );
-    assert!(
-        matches!(&plan.plan.steps[0].step, Step::CreateZoneGroup { master: false, endpoints, .. } if endpoints.is_empty())
-    );
-    fleet.apply(&plan.plan.steps).unwrap();
-    let after = fleet.plan_realm();
+    let policy = vec![mirror_group("eu-all", &["eu-1", "eu-2"])];
+    fleet.realm = realm().zone_group("eu").policy("eu", policy.clone()).build();
+    let waiting = fleet.plan_realm();
     assert_waits(
-        &after,
+        &waiting,
         reason::WAITING_FOR_DEPENDENCY,
         "no CephZone is master of zonegroup eu",
+    );
+
+    fleet = fleet.zone(zone("eu-1", "site-c").in_group("eu").master());
+    let plan = fleet.plan_realm();
+    assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
+    assert!(find(&plan.plan.conditions, READY)
+        .message
+        .contains("does not have zone eu-1 as master of zonegroup eu"));
+
+    let eu = fleet.plan_zone("eu-1");
+    fleet.apply(&eu.plan.steps).unwrap();
+    assert_eq!(
+        rendered(&fleet.plan_realm().plan.steps),
+        ["set-sync-policy prod/eu@site-a", "commit-period prod@site-a"]
+    );
+    fleet.converge(false, 3).unwrap();
+    assert_eq!(
+        status_reason(&fleet.plan_realm().plan.conditions, READY).0,
+        "True"
+    );
+    assert_eq!(
+        fleet.world.policies("site-c", &["eu".into()]),
+        [("eu".to_string(), policy)]
     );
 }
 

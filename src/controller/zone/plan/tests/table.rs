@@ -390,7 +390,7 @@ fn deleting_the_master_waits_for_its_secondaries_and_keeps_the_finalizer() {
     assert_waits(
         &plan,
         reason::WAITING_FOR_DEPENDENCY,
-        "secondary zones exist: us-west",
+        "cannot be deleted while other zones exist: us-west",
     );
     assert!(!plan.cleanup_complete, "the master zone is still in Ceph");
 }
@@ -481,4 +481,90 @@ fn deleting_a_secondary_on_the_master_site_commits_there_after_deleting_it() {
     );
     fleet.apply(&plan.plan.steps).unwrap();
     assert!(fleet.plan_zone("us-east-2").cleanup_complete);
+}
+
+/// [`converged_pair`] plus zonegroup `eu` with `eu-1` (master) on `site-c` and `eu-2` on `site-b`.
+fn two_zonegroups() -> Fleet {
+    let mut fleet = converged_pair();
+    fleet.realm = realm().zone_group("eu").build();
+    fleet
+        .zone(zone("eu-1", "site-c").in_group("eu").master())
+        .zone(zone("eu-2", "site-b").in_group("eu"))
+}
+
+#[test]
+fn the_master_of_another_zonegroup_pulls_the_realm_from_the_realm_master_and_creates_its_zonegroup() {
+    let mut fleet = two_zonegroups();
+    let plan = fleet.plan_zone("eu-1");
+    assert_eq!(
+        rendered(&plan.plan.steps),
+        [
+            "pull-realm prod from http://us-east.rgw.example:8080@site-c",
+            "create-zonegroup prod/eu@site-c",
+            "create-zone prod/eu/eu-1@site-c",
+            "commit-period prod@site-c"
+        ],
+        "no sync user: only the realm's master zone is the metadata master"
+    );
+    assert!(
+        matches!(&plan.plan.steps[1].step, Step::CreateZoneGroup { master: false, endpoints, .. } if *endpoints == [endpoint("eu-1")])
+    );
+    fleet.apply(&plan.plan.steps).unwrap();
+    let period = fleet.world.state("site-a").unwrap().period.unwrap();
+    let eu = period
+        .zone_groups
+        .iter()
+        .find(|g| g.name == "eu")
+        .expect("eu committed");
+    assert_eq!(eu.master_zone, "eu-1");
+    fleet.converge(false, 3).unwrap();
+    for name in ["eu-1", "eu-2"] {
+        assert_eq!(
+            status_reason(&fleet.plan_zone(name).plan.conditions, READY).0,
+            "True",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn deleting_the_realm_master_waits_for_the_zones_of_every_zonegroup() {
+    let mut fleet = two_zonegroups();
+    fleet.converge(false, 4).unwrap();
+    fleet.zone_object_mut("us-east").deleting = true;
+    let plan = fleet.plan_zone("us-east");
+    assert_waits(
+        &plan,
+        reason::WAITING_FOR_DEPENDENCY,
+        "other zones exist: eu-1, eu-2, us-west",
+    );
+}
+
+#[test]
+fn deleting_the_last_zone_of_another_zonegroup_deletes_the_zonegroup_on_the_master_site() {
+    let mut fleet = two_zonegroups();
+    fleet.converge(false, 4).unwrap();
+    fleet.zone_object_mut("eu-1").deleting = true;
+    let waits = fleet.plan_zone("eu-1");
+    assert_waits(
+        &waits,
+        reason::WAITING_FOR_DEPENDENCY,
+        "while its other zones exist: eu-2",
+    );
+
+    fleet.zone_object_mut("eu-2").deleting = true;
+    fleet.converge(false, 3).unwrap();
+    assert!(
+        fleet.zones.iter().all(|z| !z.name.starts_with("eu")),
+        "both eu zones went"
+    );
+    let period = fleet.world.state("site-b").unwrap().period.unwrap();
+    assert_eq!(
+        period
+            .zone_groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>(),
+        ["us"]
+    );
 }
