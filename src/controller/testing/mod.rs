@@ -5,15 +5,22 @@
 pub mod fleet;
 pub mod rgw;
 
+use std::time::Duration;
+
 use crate::{
     agent::SystemKeys,
     api::{
         common::DeletionPolicy,
+        conditions::{READY, RECONCILING, STALLED},
         realm::{
             CephRealmSpec, SyncFlow, SyncFlowType, SyncGroup, SyncGroupStatus, SyncPipe, SyncPolicy,
             ZoneGroupSpec,
         },
         zone::CephZoneSpec,
+    },
+    plan::{
+        testing::{find, has, rendered, status_reason},
+        Plan,
     },
 };
 
@@ -177,4 +184,30 @@ impl ZoneBuilder {
         self.spec.deletion_policy = DeletionPolicy::Retain;
         self
     }
+}
+
+/// `plan` waits (Ready False, Reconciling True, both for `why`, not Stalled) with no steps, its message says
+/// `says`, and it looks again soon.
+pub fn assert_waits(plan: &Plan, why: &str, says: &str) {
+    let conditions = &plan.conditions;
+    assert!(plan.steps.is_empty(), "{:?}", rendered(&plan.steps));
+    assert_eq!(status_reason(conditions, READY), ("False", why));
+    assert_eq!(status_reason(conditions, RECONCILING), ("True", why));
+    assert!(!has(conditions, STALLED));
+    let message = &find(conditions, READY).message;
+    assert!(message.contains(says), "{message:?} does not say {says:?}");
+    assert_eq!(plan.requeue, Duration::from_secs(5));
+}
+
+/// `plan` is stalled for `why` (Stalled True, Ready False, Reconciling False) with no steps, its message says
+/// `says`, and it waits for an edit.
+pub fn assert_stalls(plan: &Plan, why: &str, says: &str) {
+    let conditions = &plan.conditions;
+    assert!(plan.steps.is_empty(), "{:?}", rendered(&plan.steps));
+    assert_eq!(status_reason(conditions, STALLED), ("True", why));
+    assert_eq!(status_reason(conditions, READY), ("False", why));
+    assert_eq!(status_reason(conditions, RECONCILING).0, "False");
+    let message = &find(conditions, STALLED).message;
+    assert!(message.contains(says), "{message:?} does not say {says:?}");
+    assert_eq!(plan.requeue, Duration::from_secs(60));
 }

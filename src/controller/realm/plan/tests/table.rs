@@ -7,47 +7,26 @@ use super::{converged, policy_in_ceph};
 use crate::{
     agent::Step,
     api::{
-        conditions::{reason, READY, RECONCILING, STALLED},
+        conditions::{reason, READY},
         realm::SyncGroupStatus,
     },
     controller::testing::{
-        bucket_group, endpoint,
+        assert_stalls, assert_waits, bucket_group, endpoint,
         fleet::{pair, Fleet},
         mirror_group, realm, zone,
     },
     plan::{
-        testing::{find, has, kstatus_violation, rendered, status_reason},
+        testing::{find, kstatus_violation, rendered, status_reason},
         SiteStep,
     },
 };
-
-fn assert_waits(plan: &crate::controller::realm::plan::RealmPlan, why: &str, says: &str) {
-    let conditions = &plan.plan.conditions;
-    assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
-    assert_eq!(status_reason(conditions, READY), ("False", why));
-    assert_eq!(status_reason(conditions, RECONCILING), ("True", why));
-    assert!(!has(conditions, STALLED));
-    let message = &find(conditions, READY).message;
-    assert!(message.contains(says), "{message:?} does not say {says:?}");
-    assert_eq!(plan.plan.requeue, Duration::from_secs(5));
-}
-
-fn assert_stalls(plan: &crate::controller::realm::plan::RealmPlan, why: &str, says: &str) {
-    let conditions = &plan.plan.conditions;
-    assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
-    assert_eq!(status_reason(conditions, STALLED), ("True", why));
-    assert_eq!(status_reason(conditions, READY), ("False", why));
-    assert_eq!(status_reason(conditions, RECONCILING).0, "False");
-    assert!(find(conditions, STALLED).message.contains(says), "{conditions:?}");
-    assert_eq!(plan.plan.requeue, Duration::from_secs(60));
-}
 
 #[test]
 fn nothing_is_planned_until_a_zone_is_master_of_the_master_zonegroup() {
     let fleet = Fleet::new(realm().build()).zone(zone("us-west", "site-b"));
     let plan = fleet.plan_realm();
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "no CephZone is master of zonegroup us",
     );
@@ -198,7 +177,7 @@ fn a_new_zonegroup_is_left_to_its_master_zone_and_its_policy_follows_its_commit(
     fleet.realm = realm().zone_group("eu").policy("eu", policy.clone()).build();
     let waiting = fleet.plan_realm();
     assert_waits(
-        &waiting,
+        &waiting.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "no CephZone is master of zonegroup eu",
     );
@@ -233,7 +212,7 @@ fn two_zones_claiming_master_of_a_zonegroup_stall_the_realm() {
     fleet.zone_object_mut("us-west").spec.master = true;
     let plan = fleet.plan_realm();
     assert_stalls(
-        &plan,
+        &plan.plan,
         reason::CONFLICT,
         "zones us-east and us-west all claim master of zonegroup us",
     );
@@ -244,7 +223,7 @@ fn a_spec_without_a_master_zonegroup_stalls_as_invalid() {
     let mut spec = realm().zone_group("eu").build();
     spec.zone_groups[0].master = false;
     let plan = pair(spec).plan_realm();
-    assert_stalls(&plan, reason::INVALID_SPEC, "no zoneGroup has master: true");
+    assert_stalls(&plan.plan, reason::INVALID_SPEC, "no zoneGroup has master: true");
 }
 
 #[test]
@@ -253,7 +232,7 @@ fn an_unreachable_master_site_is_reported_without_steps() {
     fleet.world.site_mut("site-a").unreachable = Some("connection refused".into());
     let plan = fleet.plan_realm();
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::AGENT_UNREACHABLE,
         "cannot read realm prod on site site-a",
     );
@@ -266,7 +245,7 @@ fn a_new_master_zone_not_yet_in_the_period_keeps_the_realm_unready() {
     fleet.zone_object_mut("us-west").spec.master = true;
     let plan = fleet.plan_realm();
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "does not have zone us-west as master of zonegroup us yet",
     );
@@ -280,7 +259,7 @@ fn deletion_waits_for_the_zones_and_keeps_the_finalizer() {
     fleet.realm_deleting = true;
     let plan = fleet.plan_realm();
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "zones still exist: us-east, us-west",
     );

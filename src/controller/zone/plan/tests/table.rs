@@ -7,33 +7,22 @@ use super::{converged_pair, pair, plan_observed};
 use crate::{
     agent::{Step, SystemKeys},
     api::{
-        conditions::{reason, READY, RECONCILING, STALLED},
+        conditions::{reason, READY, RECONCILING},
         zone::ZoneRole,
     },
-    controller::testing::{endpoint, fleet::Fleet, keys, realm, zone},
+    controller::testing::{assert_stalls, assert_waits, endpoint, fleet::Fleet, keys, realm, zone},
     plan::{
-        testing::{find, has, kstatus_violation, rendered, status_reason},
+        testing::{find, kstatus_violation, rendered, status_reason},
         SiteStep,
     },
 };
-
-fn assert_waits(plan: &super::ZonePlan, why: &str, says: &str) {
-    let conditions = &plan.plan.conditions;
-    assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
-    assert_eq!(status_reason(conditions, READY), ("False", why));
-    assert_eq!(status_reason(conditions, RECONCILING), ("True", why));
-    assert!(!has(conditions, STALLED));
-    let message = &find(conditions, READY).message;
-    assert!(message.contains(says), "{message:?} does not say {says:?}");
-    assert_eq!(plan.plan.requeue, Duration::from_secs(5));
-}
 
 #[test]
 fn a_zone_waits_for_the_realm_id_before_touching_its_site() {
     let fleet = pair();
     let plan = fleet.plan_zone("us-east");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "CephRealm prod has no realm id yet",
     );
@@ -46,7 +35,7 @@ fn a_zone_waits_until_its_zonegroup_is_declared_in_the_realm() {
         .with_realm_in_ceph();
     let plan = fleet.plan_zone("eu-1");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "zonegroup eu is not declared in CephRealm prod",
     );
@@ -57,7 +46,7 @@ fn a_zone_waits_for_the_sync_user_keys() {
     let mut fleet = pair().with_realm_in_ceph();
     fleet.keys_available = false;
     assert_waits(
-        &fleet.plan_zone("us-east"),
+        &fleet.plan_zone("us-east").plan,
         reason::SECRET_MISSING,
         "sync user keys of realm prod",
     );
@@ -68,7 +57,7 @@ fn a_secondary_waits_for_a_master_zone_endpoint() {
     let mut fleet = pair().with_realm_in_ceph();
     fleet.zones.retain(|z| z.name != "us-east");
     assert_waits(
-        &fleet.plan_zone("us-west"),
+        &fleet.plan_zone("us-west").plan,
         reason::WAITING_FOR_DEPENDENCY,
         "no master zone endpoint",
     );
@@ -80,7 +69,7 @@ fn a_master_zone_waits_for_the_realm_controller_to_create_the_realm_on_its_site(
     fleet.realm_status.realm_id = Some("realm-from-status".into());
     let plan = fleet.plan_zone("us-east");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "the CephRealm controller creates it",
     );
@@ -91,7 +80,7 @@ fn an_unreachable_site_plans_nothing_and_says_so() {
     let mut fleet = pair().with_realm_in_ceph();
     fleet.world.site_mut("site-a").unreachable = Some("connection refused".into());
     let plan = fleet.plan_zone("us-east");
-    assert_waits(&plan, reason::AGENT_UNREACHABLE, "connection refused");
+    assert_waits(&plan.plan, reason::AGENT_UNREACHABLE, "connection refused");
 }
 
 #[test]
@@ -190,18 +179,10 @@ fn two_master_zones_in_one_zonegroup_stall_as_a_conflict() {
         .with_realm_in_ceph();
     for (name, other) in [("us-east", "us-west"), ("us-west", "us-east")] {
         let plan = fleet.plan_zone(name);
-        assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
-        let conditions = &plan.plan.conditions;
-        assert_eq!(status_reason(conditions, STALLED), ("True", reason::CONFLICT));
-        assert_eq!(status_reason(conditions, READY), ("False", reason::CONFLICT));
-        assert_eq!(status_reason(conditions, RECONCILING).0, "False");
-        assert!(find(conditions, STALLED)
-            .message
-            .contains(&format!("zones {other} of zonegroup us")));
-        assert_eq!(
-            plan.plan.requeue,
-            Duration::from_secs(60),
-            "a stalled zone waits for an edit"
+        assert_stalls(
+            &plan.plan,
+            reason::CONFLICT,
+            &format!("zones {other} of zonegroup us"),
         );
     }
 }
@@ -211,14 +192,11 @@ fn a_site_holding_the_realm_under_another_id_stalls_as_a_conflict() {
     let mut fleet = converged_pair();
     fleet.realm_status.realm_id = Some("another-realm-id".into());
     let plan = fleet.plan_zone("us-west");
-    assert!(plan.plan.steps.is_empty());
-    assert_eq!(
-        status_reason(&plan.plan.conditions, STALLED),
-        ("True", reason::CONFLICT)
+    assert_stalls(
+        &plan.plan,
+        reason::CONFLICT,
+        "but CephRealm prod has id another-realm-id",
     );
-    assert!(find(&plan.plan.conditions, STALLED)
-        .message
-        .contains("but CephRealm prod has id another-realm-id"));
 }
 
 #[test]
@@ -329,7 +307,7 @@ fn a_secondary_made_master_takes_over_while_the_old_master_waits() {
 
     let old = fleet.plan_zone("us-east");
     assert_waits(
-        &old,
+        &old.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "still master of zonegroup us",
     );
@@ -388,7 +366,7 @@ fn deleting_the_master_waits_for_its_secondaries_and_keeps_the_finalizer() {
     fleet.zone_object_mut("us-east").deleting = true;
     let plan = fleet.plan_zone("us-east");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "cannot be deleted while other zones exist: us-west",
     );
@@ -428,7 +406,7 @@ fn deleting_while_the_site_is_unreachable_keeps_the_finalizer() {
     fleet.zone_object_mut("us-west").deleting = true;
     fleet.world.site_mut("site-b").unreachable = Some("connection refused".into());
     let plan = fleet.plan_zone("us-west");
-    assert_waits(&plan, reason::AGENT_UNREACHABLE, "connection refused");
+    assert_waits(&plan.plan, reason::AGENT_UNREACHABLE, "connection refused");
     assert!(!plan.cleanup_complete, "the zone may still be in Ceph");
 }
 
@@ -448,7 +426,7 @@ fn deleting_a_secondary_waits_while_no_cephzone_tells_where_the_master_zone_runs
     fleet.zones.retain(|z| z.name != "us-east");
     let plan = fleet.plan_zone("us-west");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "no CephZone of realm prod is its master zone",
     );
@@ -534,7 +512,7 @@ fn deleting_the_realm_master_waits_for_the_zones_of_every_zonegroup() {
     fleet.zone_object_mut("us-east").deleting = true;
     let plan = fleet.plan_zone("us-east");
     assert_waits(
-        &plan,
+        &plan.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "other zones exist: eu-1, eu-2, us-west",
     );
@@ -547,7 +525,7 @@ fn deleting_the_last_zone_of_another_zonegroup_deletes_the_zonegroup_on_the_mast
     fleet.zone_object_mut("eu-1").deleting = true;
     let waits = fleet.plan_zone("eu-1");
     assert_waits(
-        &waits,
+        &waits.plan,
         reason::WAITING_FOR_DEPENDENCY,
         "while its other zones exist: eu-2",
     );
