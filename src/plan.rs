@@ -43,4 +43,25 @@ impl Plan {
     pub fn is_converged(&self) -> bool {
         self.steps.is_empty()
     }
+
+    /// What is left to do, for a cleanup that cannot finish yet: the steps, or when none can run, why not
+    /// (the `Ready` condition's message).
+    pub fn pending(&self) -> String {
+        if self.steps.is_empty() {
+            return self
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::api::conditions::READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+        }
+        self.steps
+            .iter()
+            .map(SiteStep::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
+
+#[cfg(test)]
+pub mod testing;

@@ -340,6 +340,11 @@ pub enum Step {
         zone_group: String,
         zone: String,
     },
+    /// Deletes the zonegroup's local object; the next period commit drops it from the period.
+    DeleteZoneGroup {
+        realm: String,
+        zone_group: String,
+    },
     DeleteRealm {
         realm: String,
     },
@@ -427,6 +432,7 @@ impl Step {
             Step::InitMetadataSync { .. } => "init-metadata-sync",
             Step::SetSyncPolicy { .. } => "set-sync-policy",
             Step::DeleteZone { .. } => "delete-zone",
+            Step::DeleteZoneGroup { .. } => "delete-zonegroup",
             Step::DeleteRealm { .. } => "delete-realm",
             Step::CreatePool { .. } => "create-pool",
             Step::EnablePoolMirroring { .. } => "enable-pool-mirroring",
@@ -460,7 +466,8 @@ impl Step {
             }
             | Step::SetSyncPolicy {
                 realm, zone_group, ..
-            } => {
+            }
+            | Step::DeleteZoneGroup { realm, zone_group } => {
                 format!("{realm}/{zone_group}")
             }
             Step::CreateZone {

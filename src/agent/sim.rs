@@ -468,6 +468,7 @@ impl WorldState {
                 zone_group,
                 zone,
             } => self.delete_zone(site, realm, zone_group, zone),
+            Step::DeleteZoneGroup { realm, zone_group } => self.delete_zone_group(site, realm, zone_group),
             Step::DeleteRealm { realm } => {
                 self.cluster_mut(site)?.rgw.realms.remove(realm);
                 Ok(())

@@ -10,6 +10,8 @@ pub mod realm;
 pub mod secrets;
 pub mod site;
 pub mod status;
+#[cfg(test)]
+pub mod testing;
 pub mod zone;
 
 use std::{future::Future, sync::Arc};

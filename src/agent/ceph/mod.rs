@@ -137,6 +137,7 @@ impl CephCli {
                 zone_group,
                 zone,
             } => self.delete_zone(realm, zone_group, zone).await,
+            Step::DeleteZoneGroup { realm, zone_group } => self.delete_zone_group(realm, zone_group).await,
             Step::DeleteRealm { realm } => self.delete_realm(realm).await,
             Step::CreatePool { pool } => self.create_pool(pool).await,
             Step::EnablePoolMirroring {

@@ -380,6 +380,12 @@ impl CephCli {
         ok_if(self.run(delete).await, ENOENT, "")
     }
 
+    /// Deletes the zonegroup object; its zones leave it first, by `DeleteZone` on their own sites.
+    pub(super) async fn delete_zone_group(&self, realm: &str, zone_group: &str) -> AgentResult<()> {
+        let delete = rgw(realm, &["zonegroup", "delete"]).arg(format!("--rgw-zonegroup={zone_group}"));
+        ok_if(self.run(delete).await, ENOENT, "")
+    }
+
     /// Deletes the realm object; its zones go first by `DeleteZone`.
     pub(super) async fn delete_realm(&self, realm: &str) -> AgentResult<()> {
         ok_if(self.run(rgw(realm, &["realm", "delete"])).await, ENOENT, "")

@@ -572,6 +572,13 @@ impl WorldState {
         Ok(())
     }
 
+    pub(super) fn delete_zone_group(&mut self, site: &str, realm: &str, zone_group: &str) -> AgentResult<()> {
+        if let Some(realm_state) = self.cluster_mut(site)?.rgw.realms.get_mut(realm) {
+            realm_state.zone_groups.remove(zone_group);
+        }
+        Ok(())
+    }
+
     pub(super) fn put_objects(
         &mut self,
         site: &str,

@@ -17,6 +17,9 @@ use crate::{
     plan::{Plan, SiteStep},
 };
 
+#[cfg(test)]
+mod tests;
+
 /// Look again soon while something is changing or awaited.
 const REQUEUE_CONVERGING: Duration = Duration::from_secs(5);
 /// A converged or stalled realm changes only when someone edits it; the watch wakes us for that.
@@ -55,6 +58,9 @@ pub struct Observed {
 pub struct RealmPlan {
     pub plan: Plan,
     pub status: CephRealmStatus,
+    /// While deleting: no site holds the realm any more (or the policy keeps it), so the finalizer may go.
+    /// An empty plan is not enough: while zones remain, nothing is planned yet the realm is still in Ceph.
+    pub cleanup_complete: bool,
 }
 
 pub fn plan(spec: &CephRealmSpec, observed: &Observed, _now: Timestamp) -> RealmPlan {
@@ -145,7 +151,9 @@ fn zone_group_master<'a>(zones: &'a [MemberZone], zone_group: &str) -> Option<&'
     zones.iter().find(|z| z.master && z.zone_group == zone_group)
 }
 
-/// Realm, missing zonegroups, sync policies, and the commit that publishes them, all on the master site.
+/// Realm, master zonegroup, sync policies, and the commit that publishes them, all on the master site.
+/// Another zonegroup is created by its master zone's controller, where that zone runs: Ceph commits no period
+/// with a zonegroup that has no master zone, so one created here ahead of its zone would block every commit.
 fn realm_steps(
     spec: &CephRealmSpec,
     observed: &Observed,
@@ -160,9 +168,9 @@ fn realm_steps(
         steps.push(on_master(Step::CreateRealm { realm: realm.clone() }));
     }
     let period = state.period.as_ref();
-    for group in &spec.zone_groups {
-        let committed = period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == group.name));
-        if !committed {
+    let committed = |name: &str| period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == name));
+    for group in spec.zone_groups.iter().filter(|g| g.master) {
+        if !committed(&group.name) {
             let endpoints = zone_group_master(&observed.zones, &group.name)
                 .map(|z| z.endpoints.clone())
                 .unwrap_or_default();
@@ -174,7 +182,9 @@ fn realm_steps(
             }));
         }
     }
-    for group in &spec.zone_groups {
+    // A zonegroup's policy is set once the zonegroup is on this site: the master one is created above, the
+    // others arrive with the period that commits them.
+    for group in spec.zone_groups.iter().filter(|g| g.master || committed(&g.name)) {
         let desired = group
             .sync_policy
             .as_ref()
@@ -290,7 +300,8 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
             reason::PROGRESSING,
             "deleting; the realm stays in Ceph (deletionPolicy Retain)",
         )
-        .into_plan(Vec::new(), CephRealmStatus::default());
+        .into_plan(Vec::new(), CephRealmStatus::default())
+        .cleanup_complete(true);
     }
     if !observed.zones.is_empty() {
         let names: Vec<&str> = observed.zones.iter().map(|z| z.zone.as_str()).collect();
@@ -317,7 +328,10 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
     } else {
         format!("deleting: {}", describe(&steps))
     };
-    Health::progressing(reason::PROGRESSING, message).into_plan(steps, CephRealmStatus::default())
+    let gone = steps.is_empty();
+    Health::progressing(reason::PROGRESSING, message)
+        .into_plan(steps, CephRealmStatus::default())
+        .cleanup_complete(gone)
 }
 
 fn describe(steps: &[SiteStep]) -> String {
@@ -382,6 +396,16 @@ impl Health {
                 requeue,
             },
             status: CephRealmStatus { conditions, ..status },
+            cleanup_complete: false,
+        }
+    }
+}
+
+impl RealmPlan {
+    fn cleanup_complete(self, complete: bool) -> RealmPlan {
+        RealmPlan {
+            cleanup_complete: complete,
+            ..self
         }
     }
 }

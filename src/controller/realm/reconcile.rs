@@ -78,15 +78,9 @@ async fn converge(realm: &CephRealm, ctx: &Context, deleting: bool) -> Result<Ac
     )
     .await?;
     outcome?;
-    if deleting && !realm_plan.plan.is_converged() {
+    if deleting && !realm_plan.cleanup_complete {
         return Err(crate::controller::Error::CleanupPending(
-            realm_plan
-                .plan
-                .steps
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
+            realm_plan.plan.pending(),
         ));
     }
     ctx.reset_backoff(realm);

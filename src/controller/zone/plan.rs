@@ -11,14 +11,16 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp}
 use crate::{
     agent::{LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync},
     api::{
-        common::DeletionPolicy,
         conditions::{condition, reason, READY, RECONCILING, STALLED},
         zone::{CephZoneSpec, CephZoneStatus, ZoneRole},
     },
     plan::{Plan, SiteStep},
 };
 
+mod deletion;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 pub use sync::{wedge_reason, WEDGED};
 
@@ -42,6 +44,21 @@ pub struct RealmContext {
     pub master_endpoint: Option<String>,
     /// Other `CephZone`s of the same zonegroup with `master: true`.
     pub other_masters: Vec<String>,
+    /// The `CephZone` that is master of the realm's master zonegroup (known while the `CephRealm` exists).
+    pub realm_master: Option<RealmMaster>,
+    /// Where every `CephZone` of the realm runs, this one included: `(zone, CephSite)`. Tells the site of the
+    /// period's master zone, where period changes are committed, even once the `CephRealm` is gone.
+    pub zone_sites: Vec<(String, String)>,
+}
+
+/// The realm's master zone as its `CephZone` declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealmMaster {
+    pub zone: String,
+    /// `CephSite` resource name.
+    pub site: String,
+    /// The zone's first endpoint.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +81,10 @@ pub struct Observed {
 pub struct ZonePlan {
     pub plan: Plan,
     pub status: CephZoneStatus,
+    /// While deleting: nothing of the zone is left in Ceph (or the policy keeps it), so the finalizer may go.
+    /// An empty plan is not enough: a master waiting for its secondaries, or a site that cannot be read,
+    /// plans nothing yet still holds the zone.
+    pub cleanup_complete: bool,
 }
 
 /// The uid of the realm's sync system user, created on the master zone's site.
@@ -85,7 +106,7 @@ pub fn plan(spec: &CephZoneSpec, observed: &Observed, now: Timestamp) -> ZonePla
         ..CephZoneStatus::default()
     };
     if observed.deleting {
-        return plan_deletion(spec, observed, &view).into_plan(status);
+        return deletion::plan(spec, observed, &view).into_plan(status);
     }
     let report = sync::assess(spec, observed, now);
     let status = CephZoneStatus {
@@ -248,22 +269,31 @@ fn configuration_steps(
     }
     let mut steps = Vec::new();
     let on_site = |step| SiteStep::new(&observed.site, step);
-    match (ready.state.realm_id.is_some(), spec.master, ready.master_endpoint) {
-        (true, _, _) => {}
-        (false, true, _) => {
-            return Err(Health::progressing(
-                reason::WAITING_FOR_DEPENDENCY,
-                format!(
-                    "realm {realm} is not on site {} yet; the CephRealm controller creates it",
-                    observed.site
-                ),
-            ))
-        }
-        (false, false, Some(url)) => steps.push(on_site(Step::PullRealm {
+    // Set when another zone is the realm's master: this zone is then not the metadata master, and as master
+    // of its own zonegroup it pulls the realm from that zone and creates its zonegroup itself.
+    let realm_master = observed.context.realm_master.as_ref().filter(|m| m.zone != *zone);
+    let pull = |url: &str| {
+        on_site(Step::PullRealm {
             realm: realm.clone(),
             url: url.to_string(),
             keys: ready.keys.clone(),
-        })),
+        })
+    };
+    match (ready.state.realm_id.is_some(), spec.master, ready.master_endpoint) {
+        (true, _, _) => {}
+        (false, true, _) => match realm_master.and_then(|m| m.endpoint.as_deref()) {
+            Some(url) => steps.push(pull(url)),
+            None => {
+                return Err(Health::progressing(
+                    reason::WAITING_FOR_DEPENDENCY,
+                    format!(
+                        "realm {realm} is not on site {} yet; the CephRealm controller creates it",
+                        observed.site
+                    ),
+                ))
+            }
+        },
+        (false, false, Some(url)) => steps.push(pull(url)),
         // `prerequisites` holds secondaries back until the master endpoint is known.
         (false, false, None) => {}
     }
@@ -287,6 +317,16 @@ fn configuration_steps(
     let master_differs = spec.master && view.in_period.is_some() && !view.is_period_master();
     let read_only_differs = view.in_period.is_some_and(|z| z.read_only != spec.read_only);
     let incarnation_differs = matches!((view.local, view.in_period), (Some(l), Some(p)) if l.id != p.id);
+    // Ceph commits no period with a zonegroup that lacks its master zone, so a zonegroup other than the
+    // realm's master one is created where its master zone runs, right before it.
+    if spec.master && realm_master.is_some() && view.zone_group.is_none() {
+        steps.push(on_site(Step::CreateZoneGroup {
+            realm: realm.clone(),
+            zone_group: spec.zone_group.clone(),
+            endpoints: spec.endpoints.clone(),
+            master: false,
+        }));
+    }
     if view.local.is_none() || endpoints_differ || key_differs {
         steps.push(on_site(Step::CreateZone {
             realm: realm.clone(),
@@ -316,8 +356,9 @@ fn configuration_steps(
         steps.push(on_site(Step::CommitPeriod { realm: realm.clone() }));
     }
     // After the commit, so that this zone is the metadata master when the user is created (a moved master
-    // normally has the user already, by metadata sync).
-    if spec.master && ready.state.system_user.is_none() {
+    // normally has the user already, by metadata sync). Only the realm's master zone is the metadata master:
+    // `user create` refuses to run elsewhere.
+    if spec.master && realm_master.is_none() && ready.state.system_user.is_none() {
         steps.push(on_site(Step::CreateSystemUser {
             uid: sync_user_uid(realm),
             keys: ready.keys.clone(),
@@ -359,79 +400,6 @@ fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer)
             view.epoch()
         )),
     }
-}
-
-/// Removes the zone from its site and the period. The master goes last: Ceph cannot commit a period
-/// without its master zone, so the master is only deleted locally, once it is alone, and the realm's own
-/// deletion takes the period away.
-fn plan_deletion(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Outcome {
-    if spec.deletion_policy == DeletionPolicy::Retain {
-        return Health::progressing(
-            reason::PROGRESSING,
-            "deleting; the zone stays in Ceph (deletionPolicy Retain)",
-        )
-        .into_outcome(Vec::new());
-    }
-    if let Err(error) = &observed.local {
-        return Health::progressing(
-            reason::AGENT_UNREACHABLE,
-            format!(
-                "cannot read realm {} on site {}: {error}",
-                observed.realm, observed.site
-            ),
-        )
-        .into_outcome(Vec::new());
-    }
-    let zone = &observed.zone;
-    let on_site = |step| SiteStep::new(&observed.site, step);
-    let delete_zone = || {
-        on_site(Step::DeleteZone {
-            realm: observed.realm.clone(),
-            zone_group: spec.zone_group.clone(),
-            zone: zone.clone(),
-        })
-    };
-    let mut steps = Vec::new();
-    if view.is_period_master() {
-        let secondaries: Vec<&str> = view
-            .zone_group
-            .map(|g| {
-                g.zones
-                    .iter()
-                    .filter(|z| z.name != *zone)
-                    .map(|z| z.name.as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !secondaries.is_empty() {
-            return Health::progressing(
-                reason::WAITING_FOR_DEPENDENCY,
-                format!(
-                    "master zone {zone} cannot be deleted while secondary zones exist: {}",
-                    secondaries.join(", ")
-                ),
-            )
-            .into_outcome(Vec::new());
-        }
-        if view.local.is_some() {
-            steps.push(delete_zone());
-        }
-    } else {
-        if view.local.is_some() || view.in_period.is_some() {
-            steps.push(delete_zone());
-        }
-        if view.in_period.is_some() {
-            steps.push(on_site(Step::CommitPeriod {
-                realm: observed.realm.clone(),
-            }));
-        }
-    }
-    let message = if steps.is_empty() {
-        "deleting; the zone is gone from its site".to_string()
-    } else {
-        format!("deleting: {}", describe(&steps))
-    };
-    Health::progressing(reason::PROGRESSING, message).into_outcome(steps)
 }
 
 fn describe(steps: &[SiteStep]) -> String {
@@ -493,6 +461,7 @@ impl Health {
             health: self,
             steps,
             requeue,
+            cleanup_complete: false,
         }
     }
 }
@@ -503,9 +472,17 @@ struct Outcome {
     steps: Vec<SiteStep>,
     conditions: Vec<Condition>,
     requeue: Duration,
+    cleanup_complete: bool,
 }
 
 impl Outcome {
+    fn cleanup_complete(self, complete: bool) -> Outcome {
+        Outcome {
+            cleanup_complete: complete,
+            ..self
+        }
+    }
+
     fn into_plan(self, status: CephZoneStatus) -> ZonePlan {
         ZonePlan {
             plan: Plan {
@@ -517,6 +494,7 @@ impl Outcome {
                 conditions: self.conditions,
                 ..status
             },
+            cleanup_complete: self.cleanup_complete,
         }
     }
 }

@@ -9,7 +9,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::plan::{self, Observed, RealmContext};
+use super::plan::{self, Observed, RealmContext, RealmMaster};
 use crate::{
     api::{conditions, CephRealm, CephZone},
     controller::{
@@ -70,16 +70,8 @@ async fn converge(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Acti
     )
     .await?;
     outcome?;
-    if deleting && !zone_plan.plan.is_converged() {
-        return Err(Error::CleanupPending(
-            zone_plan
-                .plan
-                .steps
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        ));
+    if deleting && !zone_plan.cleanup_complete {
+        return Err(Error::CleanupPending(zone_plan.plan.pending()));
     }
     ctx.reset_backoff(zone);
     Ok(Action::requeue(zone_plan.plan.requeue))
@@ -155,6 +147,14 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
                 && z.name_any() != zone.name_any()
         })
         .collect();
+    let zone_sites = ctx
+        .stores
+        .zones
+        .state()
+        .into_iter()
+        .filter(|z| z.namespace() == zone.namespace() && z.spec.realm == zone.spec.realm)
+        .map(|z| (z.zone_name(), z.spec.site.clone()))
+        .collect();
     let Some(realm) = realm else {
         return Ok(RealmContext {
             realm_id: None,
@@ -162,8 +162,27 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
             keys: None,
             master_endpoint: None,
             other_masters: vec![],
+            realm_master: None,
+            zone_sites,
         });
     };
+    let master_group = realm.spec.master_zone_group().map(|g| g.name.as_str());
+    let realm_master = ctx
+        .stores
+        .zones
+        .state()
+        .into_iter()
+        .find(|z| {
+            z.namespace() == zone.namespace()
+                && z.spec.realm == zone.spec.realm
+                && z.spec.master
+                && Some(z.spec.zone_group.as_str()) == master_group
+        })
+        .map(|z| RealmMaster {
+            zone: z.zone_name(),
+            site: z.spec.site.clone(),
+            endpoint: z.spec.endpoints.first().cloned(),
+        });
     let keys = match secrets::read_system_keys(&ctx.client, &namespace, &sync_user_secret_name(realm)).await {
         Ok(keys) => Some(keys),
         Err(Error::SecretMissing { .. }) => None,
@@ -187,5 +206,7 @@ async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>
             .filter(|z| z.spec.master)
             .map(|z| z.name_any())
             .collect(),
+        realm_master,
+        zone_sites,
     })
 }

@@ -5,9 +5,8 @@ mod model;
 mod props;
 mod table;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
 use self::model::{peer, snapshot, token_of, World};
+pub use crate::plan::testing::{find, has, rendered};
 use crate::{
     agent::{
         DaemonHealth, ImageMirrorMode, ImageMirroring, PeerDirection, RbdImage, ReplayStatus, ScheduleEntry,
@@ -20,7 +19,6 @@ use crate::{
             ReplicationEngine, SiteRole, SnapshotSchedule,
         },
     },
-    plan::SiteStep,
 };
 
 /// Builds a spec: pool `rbd`, `site-a` primary and `site-b` secondary, one-way, image mode, snapshot mirroring.
@@ -179,22 +177,6 @@ pub fn converged(spec: &RbdMirrorPoolSpec, images: &[&str]) -> World {
         }
     }
     world
-}
-
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"))
-}
-
-pub fn has(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_)
-}
-
-/// Steps rendered `verb target@site`, for readable assertions.
-pub fn rendered(steps: &[SiteStep]) -> Vec<String> {
-    steps.iter().map(SiteStep::to_string).collect()
 }
 
 /// The image a step acts on, if any.

@@ -1,0 +1,322 @@
+//! Steps on the model, with the preconditions Ceph enforces.
+
+use std::collections::BTreeMap;
+
+use super::{require, same_url, CommittedPeriod, RealmCopy, RgwWorld, ZoneGroupModel, ZoneModel};
+use crate::{
+    agent::{Step, SystemKeys, ZoneGroupInfo, ZoneInfo},
+    plan::SiteStep,
+};
+
+impl RgwWorld {
+    /// Runs every step in order; the first failure stops the run.
+    pub fn apply(&mut self, steps: &[SiteStep]) -> Result<(), String> {
+        for step in steps {
+            self.execute(step).map_err(|e| format!("{step}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn execute(&mut self, site_step: &SiteStep) -> Result<(), String> {
+        let site = site_step.site.as_str();
+        require(self.sites.contains_key(site), "no such site")?;
+        require(self.reachable(site), "site unreachable")?;
+        match &site_step.step {
+            Step::CreateRealm { realm } => {
+                if self.realm(site).is_none() {
+                    let id = self.next("realm");
+                    self.site_mut(site).realm = Some(RealmCopy {
+                        name: realm.clone(),
+                        id,
+                        zone_groups: BTreeMap::new(),
+                        zones: BTreeMap::new(),
+                        period: None,
+                    });
+                }
+                Ok(())
+            }
+            Step::CreateZoneGroup {
+                realm,
+                zone_group,
+                endpoints,
+                master,
+            } => {
+                let id = self.next("zonegroup");
+                let copy = self.local_realm(site, realm)?;
+                if *master {
+                    for other in copy.zone_groups.values_mut() {
+                        other.info.is_master = false;
+                    }
+                }
+                let group = copy
+                    .zone_groups
+                    .entry(zone_group.clone())
+                    .or_insert_with(|| ZoneGroupModel {
+                        info: ZoneGroupInfo {
+                            name: zone_group.clone(),
+                            id,
+                            ..ZoneGroupInfo::default()
+                        },
+                        policy: Vec::new(),
+                    });
+                group.info.endpoints = endpoints.clone();
+                // As the agent does it: a zonegroup stops being master only when another becomes master.
+                group.info.is_master |= *master;
+                Ok(())
+            }
+            Step::CreateZone {
+                realm,
+                zone_group,
+                zone,
+                endpoints,
+                master,
+                read_only,
+                keys,
+            } => {
+                let id = self.next("zone");
+                let copy = self.local_realm(site, realm)?;
+                let group = copy
+                    .zone_groups
+                    .get_mut(zone_group)
+                    .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
+                let local = copy.zones.entry(zone.clone()).or_insert(ZoneModel {
+                    id,
+                    zone_group: zone_group.clone(),
+                    keys: None,
+                });
+                local.keys = Some(keys.clone());
+                group.info.zones.retain(|z| z.name != *zone);
+                group.info.zones.push(ZoneInfo {
+                    name: zone.clone(),
+                    id: local.id.clone(),
+                    endpoints: endpoints.clone(),
+                    read_only: *read_only,
+                });
+                group.info.zones.sort_by(|a, b| a.name.cmp(&b.name));
+                if *master {
+                    group.info.master_zone = zone.clone();
+                } else if group.info.master_zone == *zone {
+                    group.info.master_zone.clear();
+                }
+                Ok(())
+            }
+            Step::ModifyZone {
+                realm,
+                zone_group,
+                zone,
+                master,
+                read_only,
+            } => {
+                let copy = self.local_realm(site, realm)?;
+                require(copy.zones.contains_key(zone), "zone not found")?;
+                let group = copy
+                    .zone_groups
+                    .get_mut(zone_group)
+                    .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
+                let info = group
+                    .info
+                    .zones
+                    .iter_mut()
+                    .find(|z| z.name == *zone)
+                    .ok_or("zone not in its zonegroup")?;
+                if let Some(read_only) = read_only {
+                    info.read_only = *read_only;
+                }
+                match master {
+                    Some(true) => group.info.master_zone = zone.clone(),
+                    Some(false) if group.info.master_zone == *zone => group.info.master_zone.clear(),
+                    _ => {}
+                }
+                Ok(())
+            }
+            Step::CreateSystemUser { uid, keys } => {
+                // `user create` refuses to run anywhere but on the metadata master.
+                let copy = self.realm(site).ok_or("no realm: not the metadata master")?;
+                let master = copy.period.as_ref().map(|p| p.config.master_zone.as_str());
+                require(
+                    master.is_some_and(|m| copy.zones.contains_key(m)),
+                    "not the metadata master",
+                )?;
+                self.site_mut(site).users.insert(uid.clone(), keys.clone());
+                Ok(())
+            }
+            Step::CommitPeriod { realm } => self.commit(site, realm),
+            Step::PullRealm { realm, url, keys } => self.pull(site, realm, url, keys, true),
+            Step::PullPeriod { realm, url, keys } => self.pull(site, realm, url, keys, false),
+            Step::InitMetadataSync { realm, zone } => {
+                let copy = self.local_realm(site, realm)?;
+                require(copy.zones.contains_key(zone), "zone not found")
+            }
+            Step::SetSyncPolicy {
+                realm,
+                zone_group,
+                groups,
+            } => {
+                let copy = self.local_realm(site, realm)?;
+                let group = copy
+                    .zone_groups
+                    .get_mut(zone_group)
+                    .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
+                group.policy = groups.clone();
+                Ok(())
+            }
+            Step::DeleteZone {
+                realm,
+                zone_group,
+                zone,
+            } => {
+                let Some(copy) = self.realm_mut(site).filter(|r| r.name == *realm) else {
+                    return Ok(());
+                };
+                copy.zones.remove(zone);
+                if let Some(group) = copy.zone_groups.get_mut(zone_group) {
+                    group.info.zones.retain(|z| z.name != *zone);
+                    if group.info.master_zone == *zone {
+                        group.info.master_zone.clear();
+                    }
+                }
+                Ok(())
+            }
+            Step::DeleteZoneGroup { realm, zone_group } => {
+                if let Some(copy) = self.realm_mut(site).filter(|r| r.name == *realm) {
+                    copy.zone_groups.remove(zone_group);
+                }
+                Ok(())
+            }
+            Step::DeleteRealm { realm } => {
+                let model = self.site_mut(site);
+                if model.realm.as_ref().is_some_and(|r| r.name == *realm) {
+                    model.realm = None;
+                }
+                Ok(())
+            }
+            other => Err(format!("an RGW planner must never plan {}", other.verb())),
+        }
+    }
+
+    fn local_realm(&mut self, site: &str, realm: &str) -> Result<&mut RealmCopy, String> {
+        self.realm_mut(site)
+            .filter(|r| r.name == realm)
+            .ok_or_else(|| format!("realm {realm} not found"))
+    }
+
+    fn commit(&mut self, site: &str, realm: &str) -> Result<(), String> {
+        let local = self.local_realm(site, realm)?.clone();
+        let staged = local.staged();
+        require(
+            !staged.master_zone.is_empty(),
+            "the master zonegroup has no master zone",
+        )?;
+        for group in staged.zone_groups.values() {
+            let info = &group.info;
+            let has_master = info.zones.iter().any(|z| z.name == info.master_zone);
+            require(
+                has_master,
+                &format!("(22) zonegroup {} should have a master zone", info.name),
+            )?;
+        }
+        let authority = if local.zones.contains_key(&staged.master_zone) {
+            site.to_string()
+        } else {
+            let master = local
+                .period
+                .as_ref()
+                .map_or(&staged.master_zone, |p| &p.config.master_zone);
+            let host = self
+                .zone_host(&local.id, master)
+                .filter(|h| h != site)
+                .ok_or("could not find the master zone")?;
+            require(self.reachable(&host), "(110) Connection timed out")?;
+            let signed = local
+                .zones
+                .values()
+                .filter_map(|z| z.keys.as_ref())
+                .any(|keys| self.accepts(&host, keys));
+            require(
+                signed,
+                "(13) Permission denied: no local zone key the master accepts",
+            )?;
+            host
+        };
+        let base = self
+            .realm(&authority)
+            .and_then(|r| r.period.clone())
+            .filter(|_| self.realm(&authority).is_some_and(|r| r.id == local.id));
+        let period = match base {
+            Some(current) if current.config == staged => current,
+            Some(current) if current.config.master_zone == staged.master_zone => CommittedPeriod {
+                epoch: current.epoch + 1,
+                config: staged,
+                ..current
+            },
+            previous => CommittedPeriod {
+                id: self.next("period"),
+                realm_epoch: previous.map_or(1, |p| p.realm_epoch + 1),
+                epoch: 1,
+                config: staged,
+            },
+        };
+        let receivers: Vec<String> = self
+            .sites
+            .keys()
+            .filter(|s| s.as_str() == site || self.reachable(s))
+            .cloned()
+            .collect();
+        for receiver in receivers {
+            if let Some(copy) = self.realm_mut(&receiver).filter(|r| r.id == local.id) {
+                copy.receive(&period);
+            }
+        }
+        Ok(())
+    }
+
+    /// `realm pull` (creating the realm here) or `period pull` from the cluster serving `url`.
+    fn pull(
+        &mut self,
+        site: &str,
+        realm: &str,
+        url: &str,
+        keys: &SystemKeys,
+        create: bool,
+    ) -> Result<(), String> {
+        if !create {
+            self.local_realm(site, realm)?;
+        }
+        let serves = |copy: &RealmCopy| {
+            copy.name == realm
+                && copy.zone_groups.values().any(|g| {
+                    g.info.zones.iter().any(|z| {
+                        copy.zones.contains_key(&z.name) && z.endpoints.iter().any(|e| same_url(e, url))
+                    })
+                })
+        };
+        let host = self
+            .sites
+            .iter()
+            .find(|(name, s)| name.as_str() != site && s.realm.as_ref().is_some_and(serves))
+            .map(|(name, _)| name.clone())
+            .ok_or_else(|| format!("request to {url} failed: (111) Connection refused"))?;
+        require(self.reachable(&host), "(110) Connection timed out")?;
+        require(self.accepts(&host, keys), "(13) Permission denied")?;
+        let remote = self
+            .realm(&host)
+            .cloned()
+            .ok_or("(2) No such file or directory")?;
+        let model = self.site_mut(site);
+        let local = model.realm.get_or_insert_with(|| RealmCopy {
+            name: realm.to_string(),
+            id: remote.id.clone(),
+            zone_groups: BTreeMap::new(),
+            zones: BTreeMap::new(),
+            period: None,
+        });
+        require(
+            local.id == remote.id,
+            "local realm has another id than the one at the URL",
+        )?;
+        if let Some(period) = &remote.period {
+            local.receive(period);
+        }
+        Ok(())
+    }
+}
