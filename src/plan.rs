@@ -40,10 +40,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn is_converged(&self) -> bool {
-        self.steps.is_empty()
-    }
-
     /// What is left to do, for a cleanup that cannot finish yet: the steps, or when none can run, why not
     /// (the `Ready` condition's message).
     pub fn pending(&self) -> String {

@@ -53,19 +53,11 @@ async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result
     let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
     report(pool, ctx, &pool_plan).await?;
     outcome?;
-    if deleting && !pool_plan.plan.is_converged() {
+    if deleting && !pool_plan.cleanup_complete {
         // Steps ran; look again before letting the finalizer go.
         let after = plan::plan(&pool.spec, &observe(pool, ctx, true).await?, Timestamp::now());
-        if !after.plan.is_converged() {
-            return Err(Error::CleanupPending(
-                after
-                    .plan
-                    .steps
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ));
+        if !after.cleanup_complete {
+            return Err(Error::CleanupPending(after.plan.pending()));
         }
     }
     ctx.reset_backoff(pool);
