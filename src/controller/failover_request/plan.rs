@@ -174,6 +174,11 @@ pub fn next(
     }
 }
 
+/// How many image steps may be in flight at once.
+pub fn concurrency(spec: &FailoverRequestSpec) -> usize {
+    spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize
+}
+
 /// What one call looks at.
 pub(super) struct Ctx<'a> {
     pub spec: &'a FailoverRequestSpec,
@@ -426,7 +431,7 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
         }
     }
 
-    let concurrency = ctx.spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
+    let concurrency = concurrency(ctx.spec);
     let in_flight = proposals.iter().filter(|p| p.on_image && p.was_running).count();
     let mut free = concurrency.saturating_sub(in_flight);
     let (mut emitted, mut queued) = (0, 0);
