@@ -58,6 +58,19 @@ pub enum FailoverAction {
     Drill,
 }
 
+impl FailoverAction {
+    /// The action as the spec spells it: metric labels and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverAction::Planned => "planned",
+            FailoverAction::Emergency => "emergency",
+            FailoverAction::Failback => "failback",
+            FailoverAction::Resync => "resync",
+            FailoverAction::Drill => "drill",
+        }
+    }
+}
+
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverTargets {

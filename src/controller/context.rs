@@ -20,7 +20,7 @@ use rand::Rng;
 use super::error::{Error, Result};
 use crate::{
     agent::ClusterAgent,
-    api::{CephRealm, CephSite, CephZone, RbdMirrorPool},
+    api::{CephRealm, CephSite, CephZone, FailoverRequest, RbdMirrorPool},
     metrics::Metrics,
 };
 
@@ -50,6 +50,23 @@ pub struct Stores {
     pub realms: Store<CephRealm>,
     pub zones: Store<CephZone>,
     pub pools: Store<RbdMirrorPool>,
+    pub requests: Store<FailoverRequest>,
+}
+
+impl Stores {
+    /// Waits until every cache holds its first full listing: right after a start, a cache that is still
+    /// empty would pass for resources that do not exist.
+    pub async fn wait_until_ready(&self) -> Result<()> {
+        futures::try_join!(
+            self.sites.wait_until_ready(),
+            self.realms.wait_until_ready(),
+            self.zones.wait_until_ready(),
+            self.pools.wait_until_ready(),
+            self.requests.wait_until_ready(),
+        )
+        .map(|_| ())
+        .map_err(|_| Error::CacheUnavailable)
+    }
 }
 
 pub struct Context {

@@ -28,7 +28,7 @@ pub use context::{AgentConnector, Context, FixedAgents, Stores};
 pub use error::{Error, Result};
 
 use crate::{
-    api::{CephRealm, CephSite, CephZone, RbdMirrorPool},
+    api::{CephRealm, CephSite, CephZone, FailoverRequest, RbdMirrorPool},
     metrics::Metrics,
 };
 
@@ -70,11 +70,13 @@ pub async fn run(
     let pools = Controller::new(scope.api::<RbdMirrorPool>(&client), config.clone());
     let realms = Controller::new(scope.api::<CephRealm>(&client), config.clone());
     let zones = Controller::new(scope.api::<CephZone>(&client), config.clone());
+    let requests = Controller::new(scope.api::<FailoverRequest>(&client), config.clone());
     let stores = Stores {
         sites: sites.store(),
         pools: pools.store(),
         realms: realms.store(),
         zones: zones.store(),
+        requests: requests.store(),
     };
     let ctx = Arc::new(Context::new(client.clone(), agents, stores.clone(), metrics));
 
@@ -125,6 +127,30 @@ pub async fn run(
         },
     );
 
+    // A pool or realm that changes (its status follows the sites) re-reconciles the requests targeting it.
+    let request_store = stores.requests.clone();
+    let requests = requests.watches(
+        scope.api::<RbdMirrorPool>(&client),
+        config.clone(),
+        move |pool: RbdMirrorPool| {
+            refs_where(&request_store, |request| {
+                request.namespace() == pool.namespace()
+                    && request.spec.targets.rbd_mirror_pools.contains(&pool.name_any())
+            })
+        },
+    );
+    let request_store = stores.requests.clone();
+    let requests = requests.watches(
+        scope.api::<CephRealm>(&client),
+        config.clone(),
+        move |realm: CephRealm| {
+            refs_where(&request_store, |request| {
+                request.namespace() == realm.namespace()
+                    && request.spec.targets.realms.contains(&realm.name_any())
+            })
+        },
+    );
+
     // Every controller drains its in-flight reconciles when the same shutdown signal fires.
     let shutdown = shutdown.shared();
     let sites = sites
@@ -167,8 +193,16 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(log_result);
+    let requests = requests
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            failover_request::reconcile,
+            error_policy::<FailoverRequest>(failover_request::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result);
     info!("controllers started");
-    tokio::join!(sites, pools, realms, zones);
+    tokio::join!(sites, pools, realms, zones, requests);
     info!("controllers stopped");
 }
 

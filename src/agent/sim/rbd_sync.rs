@@ -293,7 +293,18 @@ impl WorldState {
                 )
             }
             ImageMirrorMode::Journal => {
-                let behind = remote.content_version.saturating_sub(image.content_version);
+                // Every write and the demotion are journal entries; the local image has replayed those up
+                // to the newest one it copied.
+                let replayed = image
+                    .points
+                    .iter()
+                    .filter_map(|point| match &point.origin {
+                        Origin::Copy { from, .. } => Some(from.id),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let behind = remote.own_points().filter(|point| point.id > replayed).count();
                 format!(r#"replaying, {{"entries_behind_primary":{behind}}}"#)
             }
         };
@@ -522,6 +533,8 @@ fn last_mirror_snapshot(image: &Image) -> Option<MirrorSnapshot> {
     let (kind, state) = match point.origin {
         Origin::Primary => ("primary", "primary"),
         Origin::Demoted => ("primary", "demoted"),
+        // A received demotion keeps its state: `rbd snap ls --all` shows `.mirror.non_primary.*` as `demoted`.
+        Origin::Copy { demoted: true, .. } => ("non_primary", "demoted"),
         Origin::Copy { .. } => ("non_primary", "non-primary"),
     };
     Some(MirrorSnapshot {

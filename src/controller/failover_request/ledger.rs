@@ -300,6 +300,11 @@ impl Ledger {
         self.rows[i].state
     }
 
+    /// When the row was first handed out or waited on.
+    pub(super) fn started_at(&self, i: usize) -> Option<Timestamp> {
+        self.rows[i].started_at.as_ref().map(|t| t.0)
+    }
+
     pub(super) fn is_settled(&self, i: usize) -> bool {
         matches!(
             self.rows[i].state,

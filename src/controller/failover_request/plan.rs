@@ -17,13 +17,16 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
-    ledger::{Chain, Entry, Ledger, Subject, Target, Task},
-    rbd, rgw,
+    gate::gate,
+    ledger::{Chain, Entry, Ledger, Subject, Target},
+    rbd,
+    report::{conclude, unchanged},
+    rgw,
 };
 use crate::{
     agent::{AgentError, RbdPoolState, RgwRealmState, SystemKeys, ZoneSync},
     api::{
-        conditions::{self, reason as common_reason},
+        conditions,
         failover_request::{
             FailoverAction, FailoverPhase, FailoverRequestSpec, FailoverRequestStatus, StepState,
         },
@@ -53,12 +56,6 @@ pub mod reason {
 /// How long a site may stay unreachable after the preflight before the request fails.
 pub const UNREACHABLE_DEADLINE: Duration = Duration::from_secs(600);
 const DEFAULT_CONCURRENCY: u32 = 16;
-const REQUEUE_AFTER_STEPS: Duration = Duration::from_secs(2);
-const REQUEUE_WAITING: Duration = Duration::from_secs(5);
-const REQUEUE_BLOCKED: Duration = Duration::from_secs(15);
-const REQUEUE_DRY_RUN: Duration = Duration::from_secs(1);
-/// Terminal requests plan nothing; an occasional look costs nothing.
-const REQUEUE_IDLE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedPoolSite {
@@ -108,6 +105,26 @@ pub struct Observed {
     pub blocking_requests: Vec<String>,
 }
 
+impl Observed {
+    /// Feeds back a step that failed on `site`: Ceph refused it (or the agent rejected it), so the site's
+    /// observations become that error and the next call fails the request naming the step. Transient
+    /// failures (an unreachable agent, a command that timed out) leave the observation as it is: the step is
+    /// handed out again while the sites still show it needed.
+    pub fn record_step_failure(&mut self, site: &str, error: &AgentError) {
+        if error.is_transient() {
+            return;
+        }
+        let pool_sites = self.pools.iter_mut().flat_map(|p| &mut p.sites);
+        for observed in pool_sites.filter(|s| s.site == site) {
+            observed.pool = Err(error.clone());
+        }
+        let zones = self.realms.iter_mut().flat_map(|r| &mut r.zones);
+        for zone in zones.filter(|z| z.site == site) {
+            zone.local = Err(error.clone());
+        }
+    }
+}
+
 /// What to do now: the steps to run, and the status to persist *before* running them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
@@ -155,6 +172,11 @@ pub fn next(
         }
         Err(_) => unchanged(status),
     }
+}
+
+/// How many image steps may be in flight at once.
+pub fn concurrency(spec: &FailoverRequestSpec) -> usize {
+    spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize
 }
 
 /// What one call looks at.
@@ -230,14 +252,16 @@ pub(super) fn seconds_between(later: Timestamp, earlier: Timestamp) -> u64 {
     u64::try_from(later.duration_since(earlier).as_secs()).unwrap_or(0)
 }
 
-struct Run {
-    status: FailoverRequestStatus,
-    ledger: Ledger,
-    steps: Vec<SiteStep>,
-    then: Vec<SiteStep>,
+/// One call's work in progress: the status being built, the plan, and the steps handed out so far.
+pub(super) struct Run {
+    pub status: FailoverRequestStatus,
+    pub ledger: Ledger,
+    pub steps: Vec<SiteStep>,
+    pub then: Vec<SiteStep>,
 }
 
-enum Outcome {
+/// Where one call ends.
+pub(super) enum Outcome {
     Unchanged,
     DryRunListed,
     Blocked,
@@ -248,6 +272,8 @@ enum Outcome {
         site: String,
         error: String,
         for_seconds: u64,
+        /// Whether the request fails once the site stays away past [`UNREACHABLE_DEADLINE`].
+        gives_up: bool,
     },
     Failed(Failure),
     Completed,
@@ -327,94 +353,19 @@ fn dry_run(ctx: &Ctx, run: &mut Run) -> Outcome {
     }
 }
 
-/// Sites the request needs must answer. Unreachable ones are waited out up to [`UNREACHABLE_DEADLINE`]
-/// (nothing runs meanwhile: a planned promote must not go ahead while the source cannot confirm it is
-/// demoted); any other error (including a step the reconciler saw fail there) fails the request.
-fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
-    let faults = faults(ctx);
-    if let Some((site, error)) = faults
-        .iter()
-        .find(|(_, e)| !matches!(e, AgentError::Unreachable { .. }))
-    {
-        let failed_row = (0..run.ledger.entries().len()).find(|&i| {
-            run.ledger.state(i) == StepState::Running && run.ledger.entry(i).target.site() == *site
-        });
-        let message = match failed_row {
-            Some(i) => format!(
-                "{} {} failed: {error}",
-                run.ledger.rows()[i].name,
-                run.ledger.rows()[i].target
-            ),
-            None => format!("site {site}: {error}"),
-        };
-        run.ledger.fail_running(ctx.now, &error.to_string(), Some(site));
-        return Some(Outcome::Failed(Failure::new(reason::STEP_FAILED, message)));
-    }
-    let (site, error) = faults.first()?;
-    let since = run
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == SITE_UNREACHABLE && c.status == "True")
-        .map_or(ctx.now, |c| c.last_transition_time.0);
-    let for_seconds = seconds_between(ctx.now, since);
-    if for_seconds < UNREACHABLE_DEADLINE.as_secs() {
-        return Some(Outcome::Unreachable {
-            site: site.to_string(),
-            error: error.to_string(),
-            for_seconds,
-        });
-    }
-    let hint = if *site != ctx.target()
-        && matches!(ctx.action(), FailoverAction::Planned | FailoverAction::Failback)
-    {
-        "; create an emergency FailoverRequest to force-promote"
-    } else {
-        ""
-    };
-    let message = format!(
-        "site {site} unreachable for {for_seconds} s during {:?}{hint}",
-        run.status.phase
-    );
-    run.ledger
-        .fail_running(ctx.now, &format!("not confirmed: {message}"), None);
-    Some(Outcome::Failed(Failure::new(
-        reason::UNREACHABLE_TOO_LONG,
-        message,
-    )))
-}
-
-/// Errors of the sites the request needs, one per site.
-fn faults<'a>(ctx: &'a Ctx) -> Vec<(&'a str, &'a AgentError)> {
-    let pools = ctx
-        .observed
-        .pools
-        .iter()
-        .filter(|p| ctx.spec.targets.rbd_mirror_pools.contains(&p.name));
-    let pool_errors = pools
-        .flat_map(|p| &p.sites)
-        .filter_map(|s| Some((s.site.as_str(), s.pool.as_ref().err()?)));
-    let realms = ctx
-        .observed
-        .realms
-        .iter()
-        .filter(|r| ctx.spec.targets.realms.contains(&r.name));
-    let zone_errors = realms
-        .flat_map(|r| &r.zones)
-        .filter_map(|z| Some((z.site.as_str(), z.local.as_ref().err()?)));
-    let mut faults: Vec<(&str, &AgentError)> = Vec::new();
-    for (site, error) in pool_errors.chain(zone_errors) {
-        if ctx.is_relevant(site) && !faults.iter().any(|(s, _)| *s == site) {
-            faults.push((site, error));
-        }
-    }
-    faults
-}
-
-/// A row's task as the sites show it.
-fn evaluate(ctx: &Ctx, entry: &Entry) -> Eval {
+/// A row's task as the sites show it; `since` is when the row was first handed out or waited on.
+fn evaluate(ctx: &Ctx, entry: &Entry, since: Option<Timestamp>) -> Eval {
     match &entry.target {
-        Target::Image { pool, image, site } => rbd::evaluate(ctx, entry.task, pool, image, site),
+        Target::Image { pool, image, site } => rbd::evaluate(
+            ctx,
+            rbd::ImageTask {
+                task: entry.task,
+                pool,
+                image,
+                site,
+                since,
+            },
+        ),
         Target::Realm { .. } | Target::Zone { .. } => rgw::evaluate(ctx, entry.task, &entry.target),
     }
 }
@@ -438,7 +389,7 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
                 continue;
             }
             let entry = run.ledger.entry(i).clone();
-            match evaluate(ctx, &entry) {
+            match evaluate(ctx, &entry, run.ledger.started_at(i)) {
                 Eval::Satisfied if entry.task.is_action() && run.ledger.state(i) == StepState::Pending => {
                     let message = Some("nothing to do: already so when first observed".to_string());
                     run.ledger.settle(i, StepState::Skipped, ctx.now, message);
@@ -480,7 +431,7 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
         }
     }
 
-    let concurrency = ctx.spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
+    let concurrency = concurrency(ctx.spec);
     let in_flight = proposals.iter().filter(|p| p.on_image && p.was_running).count();
     let mut free = concurrency.saturating_sub(in_flight);
     let (mut emitted, mut queued) = (0, 0);
@@ -564,206 +515,4 @@ fn verify(ctx: &Ctx, run: &mut Run) -> Outcome {
             ))
         }
     }
-}
-
-fn unchanged(status: &FailoverRequestStatus) -> Transition {
-    Transition {
-        status: status.clone(),
-        steps: Vec::new(),
-        then: Vec::new(),
-        requeue: REQUEUE_IDLE,
-    }
-}
-
-/// Writes the outcome into the status: phase, figures, conditions and requeue.
-fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
-    let Run {
-        mut status,
-        mut ledger,
-        steps,
-        then,
-    } = run;
-    if matches!(outcome, Outcome::Unchanged) {
-        return unchanged(&status);
-    }
-    let now = ctx.now;
-    let condition = |type_: &str, value: bool, reason: &str, message: &str| {
-        conditions::condition(type_, value, reason, message, None)
-    };
-    let (mut desired, requeue) = match &outcome {
-        Outcome::Unchanged | Outcome::Completed | Outcome::Failed(_) => (Vec::new(), REQUEUE_IDLE),
-        Outcome::DryRunListed => {
-            let message = format!(
-                "dry run: {} step(s) planned in status.steps; nothing runs",
-                ledger.rows().len()
-            );
-            let desired = running_conditions(common_reason::PROGRESSING, &message);
-            (desired, REQUEUE_DRY_RUN)
-        }
-        Outcome::Blocked => {
-            let names = ctx.observed.blocking_requests.join(", ");
-            let message =
-                format!("waiting for FailoverRequests {names}, which started earlier on the same targets");
-            let mut desired = running_conditions(common_reason::WAITING_FOR_DEPENDENCY, &message);
-            desired.push(condition(BLOCKED, true, reason::BLOCKED_BY_REQUEST, &message));
-            (desired, REQUEUE_BLOCKED)
-        }
-        Outcome::Working { message } => {
-            let requeue = if steps.is_empty() && then.is_empty() {
-                REQUEUE_WAITING
-            } else {
-                REQUEUE_AFTER_STEPS
-            };
-            (running_conditions(common_reason::PROGRESSING, message), requeue)
-        }
-        Outcome::Unreachable {
-            site,
-            error,
-            for_seconds,
-        } => {
-            let message = format!(
-                "site {site} unreachable for {for_seconds} s during {:?}; retrying for up to {} s: {error}",
-                status.phase,
-                UNREACHABLE_DEADLINE.as_secs()
-            );
-            let mut desired = running_conditions(common_reason::AGENT_UNREACHABLE, &message);
-            desired.push(condition(
-                SITE_UNREACHABLE,
-                true,
-                common_reason::AGENT_UNREACHABLE,
-                &message,
-            ));
-            (desired, Duration::from_secs((for_seconds / 4).clamp(5, 60)))
-        }
-    };
-    match outcome {
-        Outcome::Failed(failure) => {
-            ledger.fail_running(now, &format!("not confirmed: {}", failure.message), None);
-            status.phase = FailoverPhase::Failed;
-            status.completed_at = Some(Time(now));
-            desired.push(condition(
-                conditions::READY,
-                false,
-                failure.reason,
-                &failure.message,
-            ));
-            desired.push(condition(
-                conditions::RECONCILING,
-                false,
-                failure.reason,
-                &failure.message,
-            ));
-            desired.push(condition(
-                conditions::STALLED,
-                true,
-                failure.reason,
-                &failure.message,
-            ));
-        }
-        Outcome::Completed => {
-            status.phase = FailoverPhase::Completed;
-            status.completed_at = Some(Time(now));
-            if !ctx.spec.dry_run {
-                status.rto_seconds = status
-                    .started_at
-                    .as_ref()
-                    .map(|t| now.duration_since(t.0).as_secs_f64());
-            }
-            let message = completion_message(ctx, &status);
-            desired.push(condition(
-                conditions::READY,
-                true,
-                common_reason::RECONCILED,
-                &message,
-            ));
-            desired.push(condition(
-                conditions::RECONCILING,
-                false,
-                common_reason::RECONCILED,
-                &message,
-            ));
-            desired.push(condition(
-                conditions::STALLED,
-                false,
-                common_reason::RECONCILED,
-                &message,
-            ));
-            if let Some(message) = resync_required(ctx, &ledger) {
-                desired.push(condition(RESYNC_REQUIRED, true, reason::FORCE_PROMOTED, &message));
-            }
-        }
-        _ => {}
-    }
-    if ctx.spec.dry_run {
-        let message = match status.phase {
-            FailoverPhase::Pending => "dry run: the plan is listed in status.steps; nothing runs",
-            _ => "dry run: nothing was changed",
-        };
-        desired.push(condition(DRY_RUN, true, reason::DRY_RUN, message));
-    }
-    status.steps = ledger.into_rows();
-    status.conditions = conditions::merge(&status.conditions, desired, now);
-    Transition {
-        status,
-        steps,
-        then,
-        requeue,
-    }
-}
-
-fn running_conditions(
-    reason: &str,
-    message: &str,
-) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    vec![
-        conditions::condition(conditions::READY, false, reason, message, None),
-        conditions::condition(conditions::RECONCILING, true, reason, message, None),
-        conditions::condition(conditions::STALLED, false, reason, message, None),
-    ]
-}
-
-fn completion_message(ctx: &Ctx, status: &FailoverRequestStatus) -> String {
-    let target = ctx.target();
-    if ctx.spec.dry_run {
-        return "dry run: nothing was changed".to_string();
-    }
-    let rto = status
-        .rto_seconds
-        .map(|s| format!(" in {s:.1} s"))
-        .unwrap_or_default();
-    match ctx.action() {
-        FailoverAction::Planned => format!("planned failover to site {target} completed{rto}"),
-        FailoverAction::Emergency => format!("emergency failover to site {target} completed{rto}"),
-        FailoverAction::Failback => format!("failback to site {target} completed{rto}"),
-        FailoverAction::Resync => format!("resync from site {target} completed{rto}"),
-        FailoverAction::Drill => match status.measured_rpo_seconds {
-            Some(rpo) => format!("drill on site {target} completed: measured RPO {rpo} s"),
-            None => format!("drill on site {target} completed"),
-        },
-    }
-}
-
-/// After an emergency, the pools with force-promoted images need the old primary resynced.
-fn resync_required(ctx: &Ctx, ledger: &Ledger) -> Option<String> {
-    if ctx.action() != FailoverAction::Emergency {
-        return None;
-    }
-    let mut pools: Vec<&str> = Vec::new();
-    for (i, entry) in ledger.entries().iter().enumerate() {
-        if let (Task::ForcePromote, Target::Image { pool, .. }, StepState::Done) =
-            (entry.task, &entry.target, ledger.state(i))
-        {
-            if !pools.contains(&pool.as_str()) {
-                pools.push(pool);
-            }
-        }
-    }
-    (!pools.is_empty()).then(|| {
-        format!(
-            "images of pool(s) {} were force-promoted on site {}: the other site's copies must be resynced; \
-             create a failback FailoverRequest once it is back",
-            pools.join(", "),
-            ctx.target()
-        )
-    })
 }

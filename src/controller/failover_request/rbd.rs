@@ -9,48 +9,41 @@
 //! - resync: the recovery of S's stale copy from T;
 //! - emergency: force-promote on T; drill: check T's copy.
 //!
-//! When T has received the demotion (snapshot mode): Ceph's demote itself takes the final mirror snapshot
-//! (state `demoted` on S), and rbd-mirror copies it to T as a `demoted` non-primary snapshot. T has it once
-//! its newest complete mirror snapshot is such a copy created at or after S's demotion snapshot (or the
-//! primary time it applied is at or after it). `last_synced` alone would not do: Ceph reports it in whole
-//! seconds, so a snapshot taken in the same second as the demotion would pass for it.
-//!
-//! Journal mode keeps no snapshots. T has replayed the demotion when rbd-mirror reports "remote image
-//! demoted", or replays with `entries_behind_primary: 0` after S was seen demoted. Descriptions refresh
-//! about every 30 s, so this errs towards waiting; Ceph's non-forced promote refuses an image that is not
-//! caught up, so a stale description fails the promote instead of losing data.
+//! What the sites must show for each task is read by `evidence`.
 
+mod evidence;
+
+use k8s_openapi::jiff::Timestamp;
+
+use self::evidence::{
+    demotion_received, fresh_snapshot_since, in_sync, is_primary, journal_caught_up, last_synced,
+    newest_copy, receiving, replaying, resync_took_hold, seen_primary, Seen, STATUS_REFRESH,
+};
 use super::{
     ledger::{Chain, Entry, Target, Task},
     plan::{seconds_between, Ctx, Eval, Failure, ObservedPool},
 };
 use crate::{
-    agent::{ImageMirrorMode, MirrorSnapshot, RbdImage, Step},
+    agent::{ImageMirrorMode, Step},
     api::{conditions::reason, failover_request::FailoverAction, rbd_mirror_pool},
     plan::SiteStep,
 };
 
-/// Mirror-snapshot states as `rbd snap ls --all` names them (`demoted` covers own and received demotion
-/// snapshots).
-const DEMOTED: &str = "demoted";
-const NON_PRIMARY: &str = "non-primary";
-const PRIMARY: &str = "primary";
+/// One image row to evaluate: its task, the image (Ceph pool name), the site it acts on and when it was
+/// first handed out or waited on.
+pub(super) struct ImageTask<'a> {
+    pub task: Task,
+    pub pool: &'a str,
+    pub image: &'a str,
+    pub site: &'a str,
+    pub since: Option<Timestamp>,
+}
 
 /// The preflight's result for the pools.
 pub(super) struct ImagesPlan {
     pub chains: Vec<Chain>,
     /// Emergency: seconds since the oldest `last_synced` of the images to force-promote.
     pub data_loss_window_seconds: Option<u64>,
-}
-
-/// One image as a site shows it.
-#[derive(Clone, Copy)]
-enum Seen<'a> {
-    Image(&'a RbdImage),
-    /// The site answered and has no such image.
-    Missing,
-    /// The site did not answer.
-    Unobserved,
 }
 
 fn seen<'a>(pool: &'a ObservedPool, site: &str, image: &str) -> Seen<'a> {
@@ -81,14 +74,6 @@ fn find_pool<'a>(ctx: &'a Ctx, pool: &str, site: &str) -> Option<&'a ObservedPoo
     })
 }
 
-fn is_primary(image: &RbdImage) -> bool {
-    image.mirroring.as_ref().is_some_and(|m| m.primary)
-}
-
-fn seen_primary(seen: Seen) -> bool {
-    matches!(seen, Seen::Image(image) if is_primary(image))
-}
-
 fn mode_of(pool: &ObservedPool, sides: [Seen; 2]) -> ImageMirrorMode {
     let observed = sides.iter().find_map(|side| match side {
         Seen::Image(image) => image.mirroring.as_ref().map(|m| m.mode),
@@ -98,118 +83,6 @@ fn mode_of(pool: &ObservedPool, sides: [Seen; 2]) -> ImageMirrorMode {
         rbd_mirror_pool::ImageMirrorMode::Snapshot => ImageMirrorMode::Snapshot,
         rbd_mirror_pool::ImageMirrorMode::Journal => ImageMirrorMode::Journal,
     })
-}
-
-fn last_synced(image: &RbdImage) -> Option<k8s_openapi::jiff::Timestamp> {
-    image.replay.as_ref()?.last_synced
-}
-
-fn newest_copy(image: &RbdImage) -> Option<&MirrorSnapshot> {
-    image
-        .last_mirror_snapshot
-        .as_ref()
-        .filter(|s| s.complete && s.state != PRIMARY)
-}
-
-/// Snapshot mode: `receiver` holds the demotion snapshot `source` took (see the module docs).
-fn demotion_received(receiver: &RbdImage, source: &RbdImage) -> bool {
-    if is_primary(receiver) || is_primary(source) {
-        return false;
-    }
-    let Some(demotion) = source
-        .last_mirror_snapshot
-        .as_ref()
-        .filter(|s| s.state == DEMOTED)
-    else {
-        return false;
-    };
-    let Some(copy) = newest_copy(receiver).filter(|s| s.state == DEMOTED) else {
-        return false;
-    };
-    copy.created >= demotion.created || last_synced(receiver).is_some_and(|t| t >= demotion.created)
-}
-
-/// Journal mode: `receiver` has replayed up to `source`'s demotion (see the module docs).
-fn journal_caught_up(receiver: &RbdImage, source: &RbdImage) -> bool {
-    if is_primary(receiver) || is_primary(source) {
-        return false;
-    }
-    receiver.replay.as_ref().is_some_and(|r| {
-        r.up && (r.description.contains("remote image demoted")
-            || (r.state == "replaying" && entries_behind_primary(&r.description) == Some(0)))
-    })
-}
-
-fn entries_behind_primary(description: &str) -> Option<u64> {
-    let rest = description.split("\"entries_behind_primary\":").nth(1)?;
-    rest.chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-/// After `rbd mirror image resync`, rbd-mirror deletes the stale image and recreates it from the primary:
-/// its own snapshots (the split brain's demotion snapshot among them) are gone, so the image has no
-/// snapshot or only received ones (snapshot mode), or replays from scratch (journal mode).
-fn resync_took_hold(stale: Seen, mode: ImageMirrorMode) -> bool {
-    let Seen::Image(image) = stale else {
-        return matches!(stale, Seen::Missing);
-    };
-    if image.mirroring.is_none() {
-        return true;
-    }
-    match mode {
-        ImageMirrorMode::Snapshot => image
-            .last_mirror_snapshot
-            .as_ref()
-            .is_none_or(|s| s.state == NON_PRIMARY),
-        ImageMirrorMode::Journal => image.replay.as_ref().is_some_and(|r| {
-            matches!(r.state.as_str(), "syncing" | "starting_replay" | "replaying")
-                && !r.description.contains("split-brain")
-        }),
-    }
-}
-
-/// The recreated image receives again. A snapshot-mode image stays stuck after a resync until the primary
-/// takes a new mirror snapshot (measured on Pacific), which is what the mirror-snapshot task is for.
-fn receiving(stale: Seen) -> bool {
-    let Seen::Image(image) = stale else {
-        return false;
-    };
-    image
-        .last_mirror_snapshot
-        .as_ref()
-        .is_some_and(|s| s.state == NON_PRIMARY)
-        || image
-            .replay
-            .as_ref()
-            .is_some_and(|r| r.up && matches!(r.state.as_str(), "syncing" | "replaying"))
-}
-
-/// `stale` replays from `primary` and (snapshot mode) has applied its newest snapshot.
-fn in_sync(stale: Seen, primary: Seen, mode: ImageMirrorMode) -> bool {
-    let (Seen::Image(stale), Seen::Image(primary)) = (stale, primary) else {
-        return false;
-    };
-    if is_primary(stale) || !is_primary(primary) || !replaying(stale) {
-        return false;
-    }
-    match mode {
-        ImageMirrorMode::Journal => true,
-        ImageMirrorMode::Snapshot => {
-            let copied = newest_copy(stale).is_some_and(|s| s.state == NON_PRIMARY);
-            let newest_primary = primary.last_mirror_snapshot.as_ref().map(|s| s.created);
-            copied && matches!((last_synced(stale), newest_primary), (Some(t), Some(p)) if t >= p)
-        }
-    }
-}
-
-fn replaying(image: &RbdImage) -> bool {
-    image
-        .replay
-        .as_ref()
-        .is_some_and(|r| r.up && r.state == "replaying")
 }
 
 fn handover(pool: &str, image: &str, source: &str, target: &str) -> Vec<Entry> {
@@ -421,7 +294,14 @@ fn check_planned(ctx: &Ctx, label: &str, t: Seen, s: Seen, mode: ImageMirrorMode
 }
 
 /// One image task on `site` as the sites show it.
-pub(super) fn evaluate(ctx: &Ctx, task: Task, pool: &str, image: &str, site: &str) -> Eval {
+pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
+    let ImageTask {
+        task,
+        pool,
+        image,
+        site,
+        since,
+    } = row;
     let Some(observed) = find_pool(ctx, pool, site) else {
         return Eval::Fail(format!("no target RbdMirrorPool has pool {pool} on site {site}"));
     };
@@ -450,9 +330,10 @@ pub(super) fn evaluate(ctx: &Ctx, task: Task, pool: &str, image: &str, site: &st
             let (Seen::Image(receiver), Seen::Image(source)) = (here, there) else {
                 return Eval::Wait(format!("waiting for site {site} to answer"));
             };
+            let refreshed = since.is_some_and(|t| seconds_between(ctx.now, t) >= STATUS_REFRESH.as_secs());
             let received = match mode {
                 ImageMirrorMode::Snapshot => demotion_received(receiver, source),
-                ImageMirrorMode::Journal => journal_caught_up(receiver, source),
+                ImageMirrorMode::Journal => journal_caught_up(receiver, source, refreshed),
             };
             match (is_primary(receiver), is_primary(source)) {
                 (_, true) => Eval::Fail(format!("image {label} is primary on site {other} again")),
@@ -501,6 +382,9 @@ pub(super) fn evaluate(ctx: &Ctx, task: Task, pool: &str, image: &str, site: &st
                 "image {label} is not primary on site {site}: no mirror snapshot can be taken there"
             )),
             (None, true) if receiving(there) => Eval::Satisfied,
+            (None, true) if fresh_snapshot_since(here, since, ctx.now) => Eval::Wait(format!(
+                "waiting for site {other} to start rebuilding {label} from the mirror snapshot on site {site}"
+            )),
             (None, true) => emit(Step::CreateMirrorSnapshot { pool, image }),
         },
         Task::AwaitResync => match in_sync(here, there, mode) {
@@ -560,20 +444,4 @@ pub(super) fn copy_age(ctx: &Ctx, pool: &str, image: &str) -> Option<u64> {
     };
     let point = last_synced(copy).or_else(|| newest_copy(copy).map(|s| s.created))?;
     Some(seconds_between(ctx.now, point))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_behind_primary_is_read_from_the_replay_description() {
-        let description = "replaying, {\"bytes_per_second\":908321.83,\"entries_behind_primary\":6143,\"entries_per_second\":219.47}";
-        assert_eq!(entries_behind_primary(description), Some(6143));
-        assert_eq!(
-            entries_behind_primary("replaying, {\"entries_behind_primary\":0}"),
-            Some(0)
-        );
-        assert_eq!(entries_behind_primary("stopped"), None);
-    }
 }

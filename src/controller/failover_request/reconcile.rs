@@ -1,0 +1,205 @@
+//! `FailoverRequest` effects: read the request fresh, observe the pools and realms it targets through the
+//! sites' agents, let `plan::next` decide, persist the new status, and only then run the handed-out steps.
+//! Deciding is left to `plan`; `announce` turns status changes into Events and metrics.
+
+use std::{slice, sync::Arc};
+
+use futures::{stream, StreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    api::Api,
+    runtime::{controller::Action, reflector::ObjectRef},
+    ResourceExt,
+};
+use tracing::instrument;
+
+use super::{
+    announce::{announce, blocking_requests},
+    plan::{self, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition},
+};
+use crate::{
+    agent::AgentError,
+    api::{FailoverPhase, FailoverRequest, FailoverRequestStatus},
+    controller::{
+        apply::run_steps,
+        context::Context,
+        error::{Error, Result},
+        realm::{member_zones, sync_user_secret_name},
+        secrets, status,
+    },
+};
+
+pub const CONTROLLER: &str = "failoverrequest";
+
+#[instrument(skip_all, fields(request = %request.name_any(), namespace = request.namespace().unwrap_or_default(), action = request.spec.action.as_str()))]
+pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let namespace = request.namespace().unwrap_or_default();
+    let api: Api<FailoverRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The cache may not have the status the previous reconcile wrote yet: resume from the latest one.
+    let Some(request) = api.get_opt(&request.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let before = request.status.clone().unwrap_or_default();
+    if before.phase.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    ctx.stores.wait_until_ready().await?;
+    let blocking = blocking_requests(&request, &ctx.stores.requests.state());
+    let waiting = before.phase == FailoverPhase::Pending && !request.spec.dry_run && !blocking.is_empty();
+    let observed = match waiting {
+        // A blocked request only waits: nothing to ask the sites.
+        true => Observed {
+            pools: Vec::new(),
+            realms: Vec::new(),
+            blocking_requests: blocking.clone(),
+        },
+        false => observe(&request, &ctx, blocking.clone()).await?,
+    };
+    let transition = plan::next(&request.spec, &before, &observed, Timestamp::now());
+    persist(&api, &request, &ctx, &before, &transition).await?;
+
+    let failures = execute(&ctx, &namespace, &request, &transition).await?;
+    let transition = if failures.iter().all(|(_, error)| error.is_transient()) {
+        transition
+    } else {
+        // Ceph refused a step: plan again on what the sites show now, with the refusal, so the status
+        // names the step at once.
+        let mut observed = observe(&request, &ctx, blocking).await?;
+        for (site, error) in &failures {
+            observed.record_step_failure(site, error);
+        }
+        let after = plan::next(&request.spec, &transition.status, &observed, Timestamp::now());
+        persist(&api, &request, &ctx, &transition.status, &after).await?;
+        after
+    };
+    ctx.reset_backoff(&request);
+    Ok(Action::requeue(transition.requeue))
+}
+
+/// Writes the transition's status (before any of its steps runs), then tells humans what changed.
+async fn persist(
+    api: &Api<FailoverRequest>,
+    request: &FailoverRequest,
+    ctx: &Context,
+    before: &FailoverRequestStatus,
+    transition: &Transition,
+) -> Result<()> {
+    let generation = request.metadata.generation;
+    let mut new_status = transition.status.clone();
+    new_status.observed_generation = generation;
+    for condition in &mut new_status.conditions {
+        condition.observed_generation = generation;
+    }
+    status::apply(api, request, &new_status).await?;
+    announce(ctx, request, before, &new_status).await;
+    Ok(())
+}
+
+/// Runs the independent steps at most `concurrency` at a time, then the dependent ones in order while they
+/// succeed. Returns the steps' agent failures by site; other errors end the reconcile.
+async fn execute(
+    ctx: &Context,
+    namespace: &str,
+    request: &FailoverRequest,
+    transition: &Transition,
+) -> Result<Vec<(String, AgentError)>> {
+    let mut failures = Vec::new();
+    let runs: Vec<_> = transition
+        .steps
+        .iter()
+        .map(|step| run_steps(ctx, namespace, slice::from_ref(step)))
+        .collect();
+    let results: Vec<Result<()>> = stream::iter(runs)
+        .buffer_unordered(plan::concurrency(&request.spec))
+        .collect()
+        .await;
+    for result in results {
+        record(result, &mut failures)?;
+    }
+    if failures.is_empty() {
+        for step in &transition.then {
+            record(
+                run_steps(ctx, namespace, slice::from_ref(step)).await,
+                &mut failures,
+            )?;
+            if !failures.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+fn record(result: Result<()>, failures: &mut Vec<(String, AgentError)>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(Error::Agent { site, source }) => {
+            failures.push((site, source));
+            Ok(())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// What the sites show of every pool and realm the request targets (targets missing from the caches are
+/// left out: the preflight reports them).
+async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>) -> Result<Observed> {
+    let namespace = request.namespace().unwrap_or_default();
+    let targets = &request.spec.targets;
+    let mut pools = Vec::new();
+    for name in &targets.rbd_mirror_pools {
+        let Some(pool) = ctx.stores.pools.get(&ObjectRef::new(name).within(&namespace)) else {
+            continue;
+        };
+        let mut sites = Vec::new();
+        for pool_site in &pool.spec.sites {
+            let agent = ctx.agent(&namespace, &pool_site.site).await?;
+            sites.push(ObservedPoolSite {
+                site: pool_site.site.clone(),
+                pool: agent.rbd_pool(&pool.spec.pool).await,
+            });
+        }
+        pools.push(ObservedPool {
+            name: name.clone(),
+            spec: pool.spec.clone(),
+            sites,
+        });
+    }
+    let mut realms = Vec::new();
+    for name in &targets.realms {
+        let Some(realm) = ctx.stores.realms.get(&ObjectRef::new(name).within(&namespace)) else {
+            continue;
+        };
+        let mut zones = Vec::new();
+        for member in member_zones(ctx, &realm) {
+            let agent = ctx.agent(&namespace, &member.site).await?;
+            // Only the target's zones are checked for lag (planned) or measured (drill).
+            let sync = match member.site == request.spec.target_site {
+                true => Some(agent.rgw_sync_status(name, &member.zone).await),
+                false => None,
+            };
+            zones.push(ObservedZone {
+                local: agent.rgw_realm(name).await,
+                sync,
+                endpoint: member.endpoints.first().cloned().unwrap_or_default(),
+                zone: member.zone,
+                zone_group: member.zone_group,
+                site: member.site,
+            });
+        }
+        let secret = sync_user_secret_name(&realm);
+        realms.push(ObservedRealm {
+            name: name.clone(),
+            zones,
+            sync_keys: secrets::read_system_keys(&ctx.client, &namespace, &secret)
+                .await
+                .ok(),
+        });
+    }
+    Ok(Observed {
+        pools,
+        realms,
+        blocking_requests: blocking,
+    })
+}
