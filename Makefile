@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup fmt lint generate check-generated test unit e2e demo bench
+.PHONY: setup fmt lint generate check-generated test unit demo
 
 setup:
 	scripts/setup.sh >/dev/null
@@ -31,3 +31,10 @@ test: setup lint check-generated
 # Only the tests that need no external process.
 unit:
 	$(CARGO) test --workspace --locked --lib --bins
+
+# The local demo: control plane, two Ceph sites, an agent per site, the operator, deploy/examples, data
+# replicated both ways (RBD and S3), a planned failover. `make demo DEMO_ARGS=--keep` keeps it running.
+demo: setup
+	$(CARGO) build --locked --quiet --bin cephdr
+	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) CEPHDR_BIN=$${CARGO_TARGET_DIR:-target}/debug/cephdr \
+	  $(CARGO) run --locked --quiet -p cephdr-e2e --bin cephdr-demo -- $(DEMO_ARGS)

@@ -400,6 +400,36 @@ async fn valid_examples_are_accepted() -> Result<()> {
     Ok(())
 }
 
+/// What users copy: every manifest of `deploy/examples` is accepted as written.
+#[tokio::test]
+async fn deploy_examples_are_accepted() -> Result<()> {
+    let (client, ns) = setup().await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let mut created = 0;
+    for file in files
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "kustomization.yaml"))
+    {
+        for document in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(file)?) {
+            let value = <Value as serde::Deserialize>::deserialize(document)?;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource(&value));
+            api.create(&PostParams::default(), &serde_json::from_value(value.clone())?)
+                .await
+                .with_context(|| format!("{} in {} refused", value["kind"], file.display()))?;
+            created += 1;
+        }
+    }
+    assert!(
+        created >= 6,
+        "the examples hold two sites, a realm, two zones, a pool and a failover: {created}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn invalid_manifests_are_refused_with_a_clear_message() -> Result<()> {
     let (client, ns) = setup().await?;

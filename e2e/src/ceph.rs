@@ -322,6 +322,44 @@ impl CephSite {
     pub fn daemon_log(&self, name: &str, lines: usize) -> String {
         tail(&self.dir.join("log").join(format!("{name}.out")), lines)
     }
+
+    /// Writes `mib` MiB of random bytes into a new image `pool/image`.
+    pub fn import_random_image(&self, pool: &str, image: &str, mib: usize) -> Result<()> {
+        let file = self.dir.join(format!("import-{image}"));
+        let mut bytes = vec![0u8; mib << 20];
+        rand::fill(&mut bytes[..]);
+        fs::write(&file, &bytes)?;
+        let imported = self.rbd(&[
+            "import",
+            "--no-progress",
+            path_str(&file)?,
+            &format!("{pool}/{image}"),
+        ]);
+        fs::remove_file(&file)?;
+        imported.map(drop)
+    }
+
+    /// The BLAKE3 of `rbd export` of an image or snapshot (`pool/image[@snap]`).
+    pub fn image_checksum(&self, spec: &str) -> Result<String> {
+        let file = self.dir.join(format!("export-{}", spec.replace(['/', '@'], "-")));
+        let exported = self.rbd(&["export", "--no-progress", spec, path_str(&file)?]);
+        let hash = exported.and_then(|_| Ok(blake3::hash(&fs::read(&file)?).to_hex().to_string()));
+        let _ = fs::remove_file(&file);
+        hash
+    }
+
+    /// Whether the pool exists on this cluster.
+    pub fn pool_exists(&self, pool: &str) -> Result<bool> {
+        Ok(self
+            .ceph(&["osd", "pool", "ls"])?
+            .lines()
+            .any(|line| line == pool))
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn ceph_conf(dir: &Path, fsid: &str, mon_host: &str, ip: &str) -> String {

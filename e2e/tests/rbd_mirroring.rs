@@ -9,40 +9,12 @@ use cephdr::{
     api::{conditions, RbdMirrorPool},
     controller::rbd_mirror_pool::token_secret_name,
 };
-use cephdr_e2e::{
-    operator::OperatorStack, process::random_hex, shared_ceph_sites, shared_control_plane, unique_name,
-    CephSite,
-};
+use cephdr_e2e::{operator::OperatorStack, process::random_hex, shared_ceph_sites, shared_control_plane};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
 
 /// Real Ceph is slow to peer and to copy the first snapshot on a loaded CI machine.
 const CONVERGE: Duration = Duration::from_secs(180);
-
-/// The blake3 of `rbd export` of an image, or of one of its snapshots (`pool/image@snap`).
-fn checksum(site: &CephSite, spec: &str) -> Result<String> {
-    let file = std::env::temp_dir().join(unique_name("export"));
-    site.rbd(&["export", "--no-progress", spec, file.to_str().unwrap_or_default()])?;
-    let hash = blake3::hash(&std::fs::read(&file)?).to_hex().to_string();
-    std::fs::remove_file(&file)?;
-    Ok(hash)
-}
-
-/// Writes `mib` MiB of random bytes into a new image `pool/image` on `site`.
-fn import_random_image(site: &CephSite, pool: &str, image: &str, mib: usize) -> Result<()> {
-    let file = std::env::temp_dir().join(unique_name("import"));
-    let mut bytes = vec![0u8; mib << 20];
-    rand::fill(&mut bytes[..]);
-    std::fs::write(&file, &bytes)?;
-    site.rbd(&[
-        "import",
-        "--no-progress",
-        file.to_str().unwrap_or_default(),
-        &format!("{pool}/{image}"),
-    ])?;
-    std::fs::remove_file(&file)?;
-    Ok(())
-}
 
 async fn wait_until<T>(
     what: &str,
@@ -62,13 +34,6 @@ async fn wait_until<T>(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-fn pool_exists(site: &CephSite, pool: &str) -> Result<bool> {
-    Ok(site
-        .ceph(&["osd", "pool", "ls"])?
-        .lines()
-        .any(|line| line == pool))
 }
 
 #[tokio::test]
@@ -92,11 +57,11 @@ async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring(
 
     // The operator creates the pool on both sites; the user's application then writes its image on A.
     wait_until("pool created on site A", CONVERGE, || {
-        Ok(pool_exists(&sites.a, &pool)?.then_some(()))
+        Ok(sites.a.pool_exists(&pool)?.then_some(()))
     })
     .await?;
-    import_random_image(&sites.a, &pool, "db", 16)?;
-    let source = checksum(&sites.a, &format!("{pool}/db"))?;
+    sites.a.import_random_image(&pool, "db", 16)?;
+    let source = sites.a.image_checksum(&format!("{pool}/db"))?;
 
     let mirrored = stack
         .ns
@@ -126,7 +91,7 @@ async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring(
 
     // Bytes written on A read back identical on B, once the first mirror snapshot has been copied.
     let replica = wait_until("db identical on site B", CONVERGE, || {
-        let on_b = checksum(&sites.b, &format!("{pool}/db"))?;
+        let on_b = sites.b.image_checksum(&format!("{pool}/db"))?;
         Ok((on_b == source).then_some(on_b))
     })
     .await?;
@@ -188,7 +153,7 @@ async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring(
         );
     }
     assert_eq!(
-        checksum(&sites.a, &format!("{pool}/db"))?,
+        sites.a.image_checksum(&format!("{pool}/db"))?,
         source,
         "the primary's data is untouched"
     );
