@@ -40,13 +40,14 @@ struct Args {
     keep: bool,
 }
 
+/// Field order is drop order: the operator and agents stop before the sites and the API server they use.
 struct Demo {
+    processes: Vec<Daemon>,
     plane: ControlPlane,
     sites: CephSites,
     ns: TestNamespace,
     dir: PathBuf,
     started: Instant,
-    _daemons: Vec<Daemon>,
 }
 
 #[tokio::main]
@@ -65,12 +66,12 @@ async fn main() -> Result<()> {
     let client = plane.client().await?;
     let ns = TestNamespace::new(client, "cephdr-demo").await?;
     let mut demo = Demo {
+        processes: Vec::new(),
         plane,
         sites,
         ns,
         dir,
         started,
-        _daemons: Vec::new(),
     };
     demo.say(&format!(
         "namespace {}; KUBECONFIG={}",
@@ -161,7 +162,7 @@ impl Demo {
                 .arg("--keyring")
                 .arg(&site.keyring);
             let log = files.join("agent.log");
-            self._daemons
+            self.processes
                 .push(Daemon::start(&format!("{name} agent"), agent, &log)?);
             self.kubectl(&[
                 "create",
@@ -188,7 +189,7 @@ impl Demo {
         operator.args(["operator", "--namespace", &self.ns.name, "--listen", &listen]);
         operator.env("KUBECONFIG", &self.plane.kubeconfig);
         let log = self.dir.join("operator.log");
-        self._daemons
+        self.processes
             .push(Daemon::start("cephdr operator", operator, &log)?);
         self.say(&format!(
             "cephdr operator watching {} (metrics http://{listen}/metrics, log {})",
@@ -305,7 +306,12 @@ impl Demo {
                 phase.is_some_and(FailoverPhase::is_terminal)
             })
             .await?;
-        self.kubectl_show(&["get", "failoverrequests", "-o", "wide"])?;
+        self.kubectl_show(&[
+            "get",
+            "failoverrequests,cephrealms,cephzones,rbdmirrorpools",
+            "-o",
+            "wide",
+        ])?;
         let status = done.status.context("failover status")?;
         if status.phase != FailoverPhase::Completed {
             bail!("the failover ended {:?}: {:#?}", status.phase, status.conditions);
