@@ -291,8 +291,11 @@ impl CephSite {
         Ok(endpoint)
     }
 
-    /// Starts the rbd-mirror daemon of this site (it pulls images from the site's peers).
+    /// Starts the rbd-mirror daemon of this site (it pulls images from the site's peers), unless it runs.
     pub fn start_rbd_mirror(&self) -> Result<()> {
+        if self.daemons.lock().unwrap().contains_key("rbd-mirror") {
+            return Ok(());
+        }
         // rbd-mirror reopens the local cluster from the default path: CEPH_CONF is set by `command`.
         self.start_daemon(
             "rbd-mirror",
@@ -325,7 +328,7 @@ impl CephSite {
 
     /// Writes `mib` MiB of random bytes into a new image `pool/image`.
     pub fn import_random_image(&self, pool: &str, image: &str, mib: usize) -> Result<()> {
-        let file = self.dir.join(format!("import-{image}"));
+        let file = self.dir.join(crate::unique_name("import"));
         let mut bytes = vec![0u8; mib << 20];
         rand::fill(&mut bytes[..]);
         fs::write(&file, &bytes)?;
@@ -341,7 +344,7 @@ impl CephSite {
 
     /// The BLAKE3 of `rbd export` of an image or snapshot (`pool/image[@snap]`).
     pub fn image_checksum(&self, spec: &str) -> Result<String> {
-        let file = self.dir.join(format!("export-{}", spec.replace(['/', '@'], "-")));
+        let file = self.dir.join(crate::unique_name("export"));
         let exported = self.rbd(&["export", "--no-progress", spec, path_str(&file)?]);
         let hash = exported.and_then(|_| Ok(blake3::hash(&fs::read(&file)?).to_hex().to_string()));
         let _ = fs::remove_file(&file);

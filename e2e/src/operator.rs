@@ -174,3 +174,71 @@ impl Drop for OperatorStack {
         }
     }
 }
+
+/// How long real Ceph may take to peer, copy a first snapshot or run a failover on a loaded CI machine.
+pub const CONVERGE: Duration = Duration::from_secs(240);
+
+/// Polls a blocking probe once a second until it yields a value; fails naming `what` (and the last error).
+pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut last_error = None;
+    loop {
+        match tokio::task::block_in_place(&mut probe) {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("not {what} after {CONVERGE:?}; last error: {last_error:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl OperatorStack {
+    /// An `RbdMirrorPool` named `name` over both sites (two-way, images primary on site A, snapshot
+    /// mirroring every minute), and image `pool/image` with `mib` random MiB written on A once the operator
+    /// has created the pool. Returns the pool once it is Ready with the image replaying and site B holds
+    /// the same bytes, and the image's checksum.
+    pub async fn mirrored_image(
+        &self,
+        sites: [&BedSite; 2],
+        name: &str,
+        pool: &str,
+        image: &str,
+        mib: usize,
+    ) -> Result<(api::RbdMirrorPool, String)> {
+        let [a, b] = sites;
+        self.ns
+            .create::<api::RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": {
+                "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
+                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
+                "images": {"mirrorMode": "snapshot", "names": [image]},
+                "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600}}))
+            .await?;
+        wait_until("pool created on site A", || {
+            Ok(a.pool_exists(pool)?.then_some(()))
+        })
+        .await?;
+        a.import_random_image(pool, image, mib)?;
+        let spec = format!("{pool}/{image}");
+        let source = a.image_checksum(&spec)?;
+        let mirrored = self
+            .ns
+            .wait::<api::RbdMirrorPool>(name, "Ready with the image replaying", CONVERGE, |p| {
+                p.status.as_ref().is_some_and(|st| {
+                    conditions::is_true(&st.conditions, conditions::READY)
+                        && st
+                            .images
+                            .iter()
+                            .any(|i| i.name == image && i.state == "replaying")
+                })
+            })
+            .await?;
+        wait_until("the image identical on site B", || {
+            Ok((b.image_checksum(&spec)? == source).then_some(()))
+        })
+        .await?;
+        Ok((mirrored, source))
+    }
+}

@@ -2,41 +2,16 @@
 //! exchanges bootstrap tokens, enables snapshot mirroring and its schedule; bytes written on A read back
 //! identical on B; deleting the resource undoes the configuration in Ceph.
 
-use std::time::Duration;
-
-use anyhow::{bail, Result};
-use cephdr::{
-    api::{conditions, RbdMirrorPool},
-    controller::rbd_mirror_pool::token_secret_name,
+use anyhow::Result;
+use cephdr::{api::RbdMirrorPool, controller::rbd_mirror_pool::token_secret_name};
+use cephdr_e2e::{
+    operator::{OperatorStack, CONVERGE},
+    process::random_hex,
+    shared_ceph_sites, shared_control_plane,
 };
-use cephdr_e2e::{operator::OperatorStack, process::random_hex, shared_ceph_sites, shared_control_plane};
 use k8s_openapi::api::core::v1::Secret;
-use serde_json::json;
 
-/// Real Ceph is slow to peer and to copy the first snapshot on a loaded CI machine.
-const CONVERGE: Duration = Duration::from_secs(180);
-
-async fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match probe() {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("not {what} after {timeout:?}; last error: {last_error:?}");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring() -> Result<()> {
     let plane = shared_control_plane().await?;
     let sites = shared_ceph_sites().await?;
@@ -46,31 +21,8 @@ async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring(
     let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "rbd-e2e").await?;
     let pool = format!("rbd{}", random_hex(3)?);
     let name = "mirrored";
-    stack
-        .ns
-        .create::<RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": {
-            "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
-            "sites": [{"site": "site-a", "role": "primary"}, {"site": "site-b", "role": "secondary"}],
-            "images": {"mirrorMode": "snapshot", "names": ["db"]},
-            "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600}}))
-        .await?;
-
-    // The operator creates the pool on both sites; the user's application then writes its image on A.
-    wait_until("pool created on site A", CONVERGE, || {
-        Ok(sites.a.pool_exists(&pool)?.then_some(()))
-    })
-    .await?;
-    sites.a.import_random_image(&pool, "db", 16)?;
-    let source = sites.a.image_checksum(&format!("{pool}/db"))?;
-
-    let mirrored = stack
-        .ns
-        .wait::<RbdMirrorPool>(name, "Ready with db replaying", CONVERGE, |p| {
-            p.status.as_ref().is_some_and(|st| {
-                conditions::is_true(&st.conditions, conditions::READY)
-                    && st.images.iter().any(|i| i.name == "db" && i.state == "replaying")
-            })
-        })
+    let (mirrored, source) = stack
+        .mirrored_image([&sites.a, &sites.b], name, &pool, "db", 16)
         .await?;
     let status = mirrored.status.clone().unwrap_or_default();
     assert_eq!(status.primary_site.as_deref(), Some("site-a"));
@@ -88,14 +40,6 @@ async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring(
         "rbd-mirror on B reported healthy: {:?}",
         status.daemons
     );
-
-    // Bytes written on A read back identical on B, once the first mirror snapshot has been copied.
-    let replica = wait_until("db identical on site B", CONVERGE, || {
-        let on_b = sites.b.image_checksum(&format!("{pool}/db"))?;
-        Ok((on_b == source).then_some(on_b))
-    })
-    .await?;
-    assert_eq!(replica, source);
     let info = sites.b.rbd(&[
         "mirror",
         "image",

@@ -103,7 +103,7 @@ fn s3_user(site: &CephSite) -> Result<(String, String)> {
     ))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
     let plane = shared_control_plane().await?;
     let sites = shared_ceph_sites().await?;

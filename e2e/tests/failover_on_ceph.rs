@@ -1,0 +1,151 @@
+//! FailoverRequests on two real Ceph sites: a planned failover moves the primary to B with every
+//! acknowledged write there; an emergency failover with site A unreachable force-promotes B and says how
+//! much may be lost.
+
+use anyhow::{Context as _, Result};
+use cephdr::api::{
+    conditions,
+    failover_request::{FailoverPhase, FailoverRequest, StepState},
+};
+use cephdr_e2e::{
+    operator::{OperatorStack, CONVERGE},
+    process::random_hex,
+    shared_ceph_sites, shared_control_plane, CephSite,
+};
+use serde_json::json;
+
+/// Whether the image is mirroring primary on `site`.
+fn is_primary(site: &CephSite, spec: &str) -> Result<bool> {
+    let info: serde_json::Value = serde_json::from_str(&site.rbd(&["info", spec, "--format", "json"])?)?;
+    info["mirroring"]["primary"]
+        .as_bool()
+        .context("rbd info shows mirroring.primary")
+}
+
+/// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).
+fn write_some(site: &CephSite, spec: &str) -> Result<String> {
+    site.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-total",
+        "1M",
+        spec,
+    ])
+}
+
+async fn run_failover(
+    stack: &OperatorStack,
+    name: &str,
+    action: &str,
+    pool: &str,
+) -> Result<FailoverRequest> {
+    stack
+        .ns
+        .create::<FailoverRequest>(json!({"metadata": {"name": name}, "spec": {
+            "action": action, "targetSite": "site-b", "targets": {"rbdMirrorPools": [pool]},
+            "maxLagSeconds": 600}}))
+        .await?;
+    stack
+        .ns
+        .wait::<FailoverRequest>(name, "finished", CONVERGE, |request| {
+            request.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write() -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    for site in [&sites.a, &sites.b] {
+        site.start_rbd_mirror()?;
+    }
+    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "failover-e2e").await?;
+    let pool = format!("fo{}", random_hex(3)?);
+    let spec = format!("{pool}/db");
+    stack
+        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 16)
+        .await?;
+
+    // Writes acknowledged on A after the last scheduled snapshot: the demotion snapshot must carry them.
+    write_some(&sites.a, &spec)?;
+    let acknowledged = sites.a.image_checksum(&spec)?;
+
+    let done = run_failover(&stack, "move-to-b", "planned", "vm-disks").await?;
+    let status = done.status.context("status")?;
+    assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
+    assert!(
+        status
+            .steps
+            .iter()
+            .all(|s| s.state == StepState::Done || s.state == StepState::Skipped),
+        "{:#?}",
+        status.steps
+    );
+    assert!(
+        status.rto_seconds.is_some_and(|rto| rto > 0.0),
+        "RTO reported: {:?}",
+        status.rto_seconds
+    );
+
+    // Exactly one primary, on B, holding every acknowledged write.
+    assert!(is_primary(&sites.b, &spec)?, "db is primary on B");
+    assert!(!is_primary(&sites.a, &spec)?, "db is no longer primary on A");
+    assert_eq!(
+        sites.b.image_checksum(&spec)?,
+        acknowledged,
+        "no acknowledged write lost"
+    );
+    write_some(&sites.b, &spec).context("B accepts writes")?;
+    assert!(
+        write_some(&sites.a, &spec).is_err(),
+        "A refuses writes after demotion"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emergency_failover_with_site_a_unreachable_force_promotes_b_and_reports_the_loss_window(
+) -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    for site in [&sites.a, &sites.b] {
+        site.start_rbd_mirror()?;
+    }
+    let mut stack = OperatorStack::start(plane, [&sites.a, &sites.b], "emergency-e2e").await?;
+    let pool = format!("em{}", random_hex(3)?);
+    let spec = format!("{pool}/db");
+    let (_, replicated) = stack
+        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8)
+        .await?;
+
+    // Site A's agent goes away: the operator can no longer reach site A.
+    stack.agents[0].stop().await;
+    let done = run_failover(&stack, "site-a-lost", "emergency", "vm-disks").await?;
+    let status = done.status.context("status")?;
+    assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
+    assert!(is_primary(&sites.b, &spec)?, "db force-promoted on B");
+    assert_eq!(
+        sites.b.image_checksum(&spec)?,
+        replicated,
+        "B holds the last synced snapshot's bytes"
+    );
+    write_some(&sites.b, &spec).context("B accepts writes after the forced promotion")?;
+    assert!(
+        status.data_loss_window_seconds.is_some(),
+        "the loss window is reported: {status:#?}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ResyncRequired" && c.status == "True"),
+        "the old primary is marked for resync: {:#?}",
+        status.conditions
+    );
+    assert!(!conditions::is_true(&status.conditions, conditions::STALLED));
+    Ok(())
+}
