@@ -30,6 +30,10 @@ pub const SITE_NAMES: [&str; 2] = ["site-a", "site-b"];
 pub struct SiteAgent {
     pub site: String,
     pub url: String,
+    addr: std::net::SocketAddr,
+    tls: TlsFiles,
+    tokens: std::path::PathBuf,
+    backend: CephCli,
     server: Option<AgentServer>,
 }
 
@@ -44,21 +48,33 @@ impl SiteAgent {
         };
         write_private(&tls.cert, &serving.cert_pem)?;
         write_private(&tls.key, &serving.key_pem)?;
-        write_private(&dir.join("tokens"), token)?;
-        let backend = CephCli::new(site).with_conf(&bed.conf).with_keyring(&bed.keyring);
-        let server = serve(
-            Arc::new(backend) as Arc<dyn ClusterAgent>,
-            format!("{}:0", bed.ip).parse()?,
+        let tokens = dir.join("tokens");
+        write_private(&tokens, token)?;
+        let mut agent = SiteAgent {
+            site: site.to_string(),
+            url: String::new(),
+            addr: format!("{}:0", bed.ip).parse()?,
             tls,
-            Tokens::load(dir.join("tokens"))?,
+            tokens,
+            backend: CephCli::new(site).with_conf(&bed.conf).with_keyring(&bed.keyring),
+            server: None,
+        };
+        agent.serve().await?;
+        agent.url = format!("https://{}", agent.addr);
+        Ok(agent)
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        let server = serve(
+            Arc::new(self.backend.clone()) as Arc<dyn ClusterAgent>,
+            self.addr,
+            self.tls.clone(),
+            Tokens::load(&self.tokens)?,
         )
         .await?;
-        let url = format!("https://{}:{}", bed.ip, server.local_addr().port());
-        Ok(SiteAgent {
-            site: site.to_string(),
-            url,
-            server: Some(server),
-        })
+        self.addr = server.local_addr();
+        self.server = Some(server);
+        Ok(())
     }
 
     /// Stops the API, as when the agent's host goes away; the Ceph cluster keeps running.
@@ -66,6 +82,12 @@ impl SiteAgent {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+
+    /// Serves again on the same address, as when the site comes back.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await;
+        self.serve().await
     }
 }
 

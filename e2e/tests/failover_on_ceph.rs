@@ -1,6 +1,6 @@
 //! FailoverRequests on two real Ceph sites: a planned failover moves the primary to B with every
 //! acknowledged write there; an emergency failover with site A unreachable force-promotes B and says how
-//! much may be lost.
+//! much may be lost; failback brings the primary home once A returns, with what was written on B.
 
 use anyhow::{Context as _, Result};
 use cephdr::api::{
@@ -40,12 +40,13 @@ async fn run_failover(
     stack: &OperatorStack,
     name: &str,
     action: &str,
+    target: &str,
     pool: &str,
 ) -> Result<FailoverRequest> {
     stack
         .ns
         .create::<FailoverRequest>(json!({"metadata": {"name": name}, "spec": {
-            "action": action, "targetSite": "site-b", "targets": {"rbdMirrorPools": [pool]},
+            "action": action, "targetSite": target, "targets": {"rbdMirrorPools": [pool]},
             "maxLagSeconds": 600}}))
         .await?;
     stack
@@ -74,7 +75,7 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
     write_some(&sites.a, &spec)?;
     let acknowledged = sites.a.image_checksum(&spec)?;
 
-    let done = run_failover(&stack, "move-to-b", "planned", "vm-disks").await?;
+    let done = run_failover(&stack, "move-to-b", "planned", "site-b", "vm-disks").await?;
     let status = done.status.context("status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
     assert!(
@@ -108,8 +109,7 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn emergency_failover_with_site_a_unreachable_force_promotes_b_and_reports_the_loss_window(
-) -> Result<()> {
+async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
     let plane = shared_control_plane().await?;
     let sites = shared_ceph_sites().await?;
     for site in [&sites.a, &sites.b] {
@@ -124,7 +124,7 @@ async fn emergency_failover_with_site_a_unreachable_force_promotes_b_and_reports
 
     // Site A's agent goes away: the operator can no longer reach site A.
     stack.agents[0].stop().await;
-    let done = run_failover(&stack, "site-a-lost", "emergency", "vm-disks").await?;
+    let done = run_failover(&stack, "site-a-lost", "emergency", "site-b", "vm-disks").await?;
     let status = done.status.context("status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
     assert!(is_primary(&sites.b, &spec)?, "db force-promoted on B");
@@ -147,5 +147,19 @@ async fn emergency_failover_with_site_a_unreachable_force_promotes_b_and_reports
         status.conditions
     );
     assert!(!conditions::is_true(&status.conditions, conditions::STALLED));
+
+    // Site A returns: failback resyncs it from B and moves the primary home, with B's writes.
+    stack.agents[0].restart().await?;
+    let written_on_b = sites.b.image_checksum(&spec)?;
+    let back = run_failover(&stack, "back-to-a", "failback", "site-a", "vm-disks").await?;
+    let status = back.status.context("failback status")?;
+    assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
+    assert!(is_primary(&sites.a, &spec)?, "db is primary on A again");
+    assert!(!is_primary(&sites.b, &spec)?, "and only there");
+    assert_eq!(
+        sites.a.image_checksum(&spec)?,
+        written_on_b,
+        "the writes made on B are on A"
+    );
     Ok(())
 }
