@@ -1,178 +1,23 @@
 //! The controllers against a real kube-apiserver, with simulated Ceph sites: resources converge, simulated
 //! Ceph ends in the state the spec asks for, status and conditions say so, deletion undoes it.
 
-use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
+mod common;
 
-use anyhow::{bail, Context as _, Result};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
 use cephdr::{
-    agent::{
-        sim::{SimulatedCluster, SimulatedWorld},
-        ClusterAgent, PeerDirection, PoolMirrorMode,
-    },
+    agent::{ClusterAgent, PeerDirection, PoolMirrorMode},
     api::{self, conditions, CephRealm, CephSite, CephZone, RbdMirrorPool},
-    controller::{self, FixedAgents, WatchScope},
-    metrics::Metrics,
 };
-use cephdr_e2e::{install_crds, shared_control_plane, unique_name};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::{
-    api::{Api, DeleteParams, ObjectMeta, PostParams},
-    Client, Resource,
-};
-use serde::de::DeserializeOwned;
+use common::{pool_manifest, ready, Bed};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use tokio::{sync::oneshot, task::JoinHandle};
-
-/// A namespace of the real API server with the controllers running on it against two simulated sites.
-struct Bed {
-    client: Client,
-    ns: String,
-    world: SimulatedWorld,
-    a: Arc<SimulatedCluster>,
-    b: Arc<SimulatedCluster>,
-    stop: Option<oneshot::Sender<()>>,
-    controllers: Option<JoinHandle<()>>,
-}
-
-impl Bed {
-    async fn start() -> Result<Bed> {
-        let client = shared_control_plane().await?.client().await?;
-        install_crds(&client, &api::crds()).await?;
-        let ns = unique_name("controllers");
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let world = SimulatedWorld::new();
-        world.set_lag(Duration::from_millis(100));
-        let a = world.add_site("site-a");
-        let b = world.add_site("site-b");
-        let agents: HashMap<String, Arc<dyn ClusterAgent>> = HashMap::from([
-            ("site-a".to_string(), a.clone() as Arc<dyn ClusterAgent>),
-            ("site-b".to_string(), b.clone() as Arc<dyn ClusterAgent>),
-        ]);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let controllers = tokio::spawn(controller::run(
-            client.clone(),
-            WatchScope::Namespace(ns.clone()),
-            Arc::new(FixedAgents(agents)),
-            Arc::new(Metrics::default()),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let bed = Bed {
-            client,
-            ns,
-            world,
-            a,
-            b,
-            stop: Some(stop),
-            controllers: Some(controllers),
-        };
-        for site in ["site-a", "site-b"] {
-            bed.create::<CephSite>(json!({"metadata": {"name": site}, "spec": {"agent": {
-                "url": format!("https://{site}.agents.invalid:7443"),
-                "tokenSecretRef": {"name": format!("{site}-agent"), "key": "token"}}}}))
-                .await?;
-        }
-        Ok(bed)
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create<K>(&self, mut manifest: serde_json::Value) -> Result<K>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + Debug,
-    {
-        manifest["apiVersion"] = json!(K::api_version(&()));
-        manifest["kind"] = json!(K::kind(&()));
-        let object: K = serde_json::from_value(manifest)?;
-        Ok(self.api::<K>().create(&PostParams::default(), &object).await?)
-    }
-
-    /// Polls the object until `done` holds; fails with the last seen object after `timeout`.
-    async fn wait<K>(&self, name: &str, what: &str, timeout: Duration, done: impl Fn(&K) -> bool) -> Result<K>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let current = self.api::<K>().get_opt(name).await?;
-            if let Some(object) = &current {
-                if done(object) {
-                    return Ok(object.clone());
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "{} {name}: not {what} after {timeout:?}; last seen: {current:#?}",
-                    K::kind(&())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn wait_gone<K>(&self, name: &str, timeout: Duration) -> Result<()>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while let Some(object) = self.api::<K>().get_opt(name).await? {
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "{} {name} still exists after {timeout:?}: {object:#?}",
-                    K::kind(&())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.controllers.take() {
-            task.abort();
-        }
-    }
-}
-
-fn ready(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
-    conditions::is_true(conds, conditions::READY)
-}
 
 #[tokio::test]
 async fn site_reports_identity_and_becomes_unready_when_its_agent_is_unreachable() -> Result<()> {
-    let bed = Bed::start().await?;
+    let bed = Bed::start("controllers").await?;
     let site = bed
         .wait::<CephSite>("site-a", "Ready", Duration::from_secs(20), |s| {
             s.status.as_ref().is_some_and(|st| ready(&st.conditions))
@@ -217,39 +62,14 @@ async fn site_reports_identity_and_becomes_unready_when_its_agent_is_unreachable
     Ok(())
 }
 
-fn pool_manifest(name: &str, direction: &str, deletion: &str) -> serde_json::Value {
-    json!({"metadata": {"name": name}, "spec": {
-        "pool": name, "mode": "image", "direction": direction, "deletionPolicy": deletion,
-        "sites": [{"site": "site-a", "role": "primary"}, {"site": "site-b", "role": "secondary"}],
-        "images": {"mirrorMode": "snapshot", "names": ["db"]},
-        "snapshotSchedules": [{"interval": "15m"}], "rpoSeconds": 1800}})
-}
-
-async fn wait_pool_ready(bed: &Bed, name: &str) -> Result<RbdMirrorPool> {
-    bed.wait::<RbdMirrorPool>(name, "Ready", Duration::from_secs(30), |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|st| ready(&st.conditions) && st.images.iter().any(|i| i.state == "replaying"))
-    })
-    .await
-}
-
 #[tokio::test]
 async fn rbd_mirror_pool_converges_in_simulated_ceph_and_reports_images() -> Result<()> {
-    let bed = Bed::start().await?;
+    let bed = Bed::start("controllers").await?;
     bed.b.set_rbd_mirror_running(true)?;
-    bed.create::<RbdMirrorPool>(pool_manifest("rbd", "one-way", "Delete"))
-        .await?;
     // The user's image appears on the primary once the operator has created the pool.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !bed.a.rbd_pool("rbd").await?.exists {
-        if tokio::time::Instant::now() > deadline {
-            bail!("the operator never created pool rbd on site-a");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bed.a.create_image("rbd", "db")?;
-    let pool = wait_pool_ready(&bed, "rbd").await?;
+    let pool = bed
+        .mirrored_pool(pool_manifest("rbd", "one-way", "Delete"))
+        .await?;
     let status = pool.status.clone().context("status")?;
     assert_eq!(status.primary_site.as_deref(), Some("site-a"));
     assert_eq!(status.images.len(), 1);
@@ -320,7 +140,7 @@ async fn rbd_mirror_pool_converges_in_simulated_ceph_and_reports_images() -> Res
 
 #[tokio::test]
 async fn deleting_a_pool_undoes_mirroring_unless_retained() -> Result<()> {
-    let bed = Bed::start().await?;
+    let bed = Bed::start("controllers").await?;
     bed.b.set_rbd_mirror_running(true)?;
     bed.create::<RbdMirrorPool>(pool_manifest("gone", "one-way", "Delete"))
         .await?;
@@ -357,7 +177,7 @@ fn zone_manifest(name: &str, site: &str, master: bool) -> serde_json::Value {
 
 #[tokio::test]
 async fn realm_and_zones_converge_to_one_period_on_both_sites() -> Result<()> {
-    let bed = Bed::start().await?;
+    let bed = Bed::start("controllers").await?;
     bed.create::<CephRealm>(
         json!({"metadata": {"name": "production"}, "spec": {"zoneGroups": [{"name": "us", "master": true}]}}),
     )
@@ -421,7 +241,7 @@ async fn realm_and_zones_converge_to_one_period_on_both_sites() -> Result<()> {
 
 #[tokio::test]
 async fn two_master_zones_in_one_zonegroup_are_refused_with_a_condition() -> Result<()> {
-    let bed = Bed::start().await?;
+    let bed = Bed::start("controllers").await?;
     bed.create::<CephRealm>(
         json!({"metadata": {"name": "production"}, "spec": {"zoneGroups": [{"name": "us", "master": true}]}}),
     )

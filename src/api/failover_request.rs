@@ -86,6 +86,16 @@ pub struct FailoverTargets {
     pub realms: Vec<String>,
 }
 
+impl FailoverTargets {
+    /// Whether both name a common pool or realm.
+    pub fn overlap(&self, other: &FailoverTargets) -> bool {
+        self.rbd_mirror_pools
+            .iter()
+            .any(|p| other.rbd_mirror_pools.contains(p))
+            || self.realms.iter().any(|r| other.realms.contains(r))
+    }
+}
+
 #[derive(JsonSchema, Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FailoverPhase {
     #[default]

@@ -53,22 +53,6 @@ pub struct Stores {
     pub requests: Store<FailoverRequest>,
 }
 
-impl Stores {
-    /// Waits until every cache holds its first full listing: right after a start, a cache that is still
-    /// empty would pass for resources that do not exist.
-    pub async fn wait_until_ready(&self) -> Result<()> {
-        futures::try_join!(
-            self.sites.wait_until_ready(),
-            self.realms.wait_until_ready(),
-            self.zones.wait_until_ready(),
-            self.pools.wait_until_ready(),
-            self.requests.wait_until_ready(),
-        )
-        .map(|_| ())
-        .map_err(|_| Error::CacheUnavailable)
-    }
-}
-
 pub struct Context {
     pub client: Client,
     pub agents: Arc<dyn AgentConnector>,

@@ -19,8 +19,6 @@ pub enum Error {
     InvalidSpec(String),
     #[error("cleanup not finished, still to undo: {0}")]
     CleanupPending(String),
-    #[error("the caches of related resources stopped before they were filled (shutting down)")]
-    CacheUnavailable,
     #[error("kubernetes api call failed: {0}")]
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
@@ -38,7 +36,6 @@ impl Error {
             Error::SecretMissing { .. } => crate::api::conditions::reason::SECRET_MISSING,
             Error::InvalidSpec(_) => crate::api::conditions::reason::INVALID_SPEC,
             Error::CleanupPending(_) => crate::api::conditions::reason::PROGRESSING,
-            Error::CacheUnavailable => crate::api::conditions::reason::WAITING_FOR_DEPENDENCY,
             Error::Kube(_) => crate::api::conditions::reason::KUBE_API_ERROR,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

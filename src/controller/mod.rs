@@ -28,7 +28,7 @@ pub use context::{AgentConnector, Context, FixedAgents, Stores};
 pub use error::{Error, Result};
 
 use crate::{
-    api::{CephRealm, CephSite, CephZone, FailoverRequest, RbdMirrorPool},
+    api::{CephRealm, CephSite, CephZone, FailoverPhase, FailoverRequest, RbdMirrorPool},
     metrics::Metrics,
 };
 
@@ -147,6 +147,23 @@ pub async fn run(
             refs_where(&request_store, |request| {
                 request.namespace() == realm.namespace()
                     && request.spec.targets.realms.contains(&realm.name_any())
+            })
+        },
+    );
+    // A request that changes (finishes, above all) lets the ones waiting behind it on its targets go.
+    let request_store = stores.requests.clone();
+    let requests = requests.watches(
+        scope.api::<FailoverRequest>(&client),
+        config.clone(),
+        move |changed: FailoverRequest| {
+            refs_where(&request_store, |request| {
+                request.namespace() == changed.namespace()
+                    && request.name_any() != changed.name_any()
+                    && request.spec.targets.overlap(&changed.spec.targets)
+                    && request
+                        .status
+                        .as_ref()
+                        .is_none_or(|s| s.phase == FailoverPhase::Pending)
             })
         },
     );

@@ -2,8 +2,6 @@
 //! request starts waiting behind another or leaves images to resync), the failover duration metric; and
 //! which requests go first when several target the same pool or realm. Pure but for `announce`.
 
-use std::sync::Arc;
-
 use kube::{runtime::events::EventType, ResourceExt};
 
 use super::plan::{BLOCKED, RESYNC_REQUIRED};
@@ -131,7 +129,7 @@ pub(super) fn finished(
 /// Other requests of the namespace that share a pool or realm with `request` and go first: not finished,
 /// not dry runs, and started already, or created earlier while both wait (the name breaks ties). The order
 /// is total, so of two waiting requests exactly one goes first.
-pub(super) fn blocking_requests(request: &FailoverRequest, others: &[Arc<FailoverRequest>]) -> Vec<String> {
+pub(super) fn blocking_requests(request: &FailoverRequest, others: &[FailoverRequest]) -> Vec<String> {
     let order = |r: &FailoverRequest| {
         let waiting = r
             .status
@@ -140,19 +138,12 @@ pub(super) fn blocking_requests(request: &FailoverRequest, others: &[Arc<Failove
         let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0);
         (waiting, created, r.name_any())
     };
-    let shares_target = |other: &FailoverRequest| {
-        let (mine, theirs) = (&request.spec.targets, &other.spec.targets);
-        mine.rbd_mirror_pools
-            .iter()
-            .any(|p| theirs.rbd_mirror_pools.contains(p))
-            || mine.realms.iter().any(|r| theirs.realms.contains(r))
-    };
     let mut names: Vec<String> = others
         .iter()
         .filter(|other| other.namespace() == request.namespace() && other.name_any() != request.name_any())
         .filter(|other| !other.spec.dry_run)
         .filter(|other| other.status.as_ref().is_none_or(|s| !s.phase.is_terminal()))
-        .filter(|other| shares_target(other) && order(other) < order(request))
+        .filter(|other| other.spec.targets.overlap(&request.spec.targets) && order(other) < order(request))
         .map(|other| other.name_any())
         .collect();
     names.sort();
@@ -186,7 +177,7 @@ mod tests {
         created: i64,
         phase: Option<FailoverPhase>,
         spec: FailoverRequestSpec,
-    ) -> Arc<FailoverRequest> {
+    ) -> FailoverRequest {
         let mut request = FailoverRequest::new(name, spec);
         request.metadata.namespace = Some("dr".into());
         request.metadata.creation_timestamp = Some(Time(at(created)));
@@ -194,7 +185,7 @@ mod tests {
             phase,
             ..FailoverRequestStatus::default()
         });
-        Arc::new(request)
+        request
     }
 
     #[test]

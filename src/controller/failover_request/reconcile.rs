@@ -1,17 +1,22 @@
 //! `FailoverRequest` effects: read the request fresh, observe the pools and realms it targets through the
 //! sites' agents, let `plan::next` decide, persist the new status, and only then run the handed-out steps.
 //! Deciding is left to `plan`; `announce` turns status changes into Events and metrics.
+//!
+//! What a decision rests on is read from the API server, not from the caches: right after a start a
+//! cache may still be empty, and a missing pool, zone or competing request would then fail a running
+//! failover or let two run at once. (Waiting for another controller's cache to fill is no way out: that
+//! wait can miss its wake-up when the other controller waits on it too.)
 
 use std::{slice, sync::Arc};
 
 use futures::{stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    api::Api,
-    runtime::{controller::Action, reflector::ObjectRef},
+    api::{Api, ListParams},
+    runtime::controller::Action,
     ResourceExt,
 };
-use tracing::instrument;
+use tracing::{debug, instrument};
 
 use super::{
     announce::{announce, blocking_requests},
@@ -19,7 +24,7 @@ use super::{
 };
 use crate::{
     agent::AgentError,
-    api::{FailoverPhase, FailoverRequest, FailoverRequestStatus},
+    api::{CephRealm, CephZone, FailoverPhase, FailoverRequest, FailoverRequestStatus, RbdMirrorPool},
     controller::{
         apply::run_steps,
         context::Context,
@@ -44,8 +49,8 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
     if before.phase.is_terminal() {
         return Ok(Action::await_change());
     }
-    ctx.stores.wait_until_ready().await?;
-    let blocking = blocking_requests(&request, &ctx.stores.requests.state());
+    let others = api.list(&ListParams::default()).await?.items;
+    let blocking = blocking_requests(&request, &others);
     let waiting = before.phase == FailoverPhase::Pending && !request.spec.dry_run && !blocking.is_empty();
     let observed = match waiting {
         // A blocked request only waits: nothing to ask the sites.
@@ -57,6 +62,7 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
         false => observe(&request, &ctx, blocking.clone()).await?,
     };
     let transition = plan::next(&request.spec, &before, &observed, Timestamp::now());
+    debug!(from = ?before.phase, to = ?transition.status.phase, steps = transition.steps.len() + transition.then.len(), "planned");
     persist(&api, &request, &ctx, &before, &transition).await?;
 
     let failures = execute(&ctx, &namespace, &request, &transition).await?;
@@ -142,14 +148,15 @@ fn record(result: Result<()>, failures: &mut Vec<(String, AgentError)>) -> Resul
     }
 }
 
-/// What the sites show of every pool and realm the request targets (targets missing from the caches are
-/// left out: the preflight reports them).
+/// What the sites show of every pool and realm the request targets (targets that do not exist are left
+/// out: the preflight reports them).
 async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>) -> Result<Observed> {
     let namespace = request.namespace().unwrap_or_default();
     let targets = &request.spec.targets;
     let mut pools = Vec::new();
+    let pool_api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &namespace);
     for name in &targets.rbd_mirror_pools {
-        let Some(pool) = ctx.stores.pools.get(&ObjectRef::new(name).within(&namespace)) else {
+        let Some(pool) = pool_api.get_opt(name).await? else {
             continue;
         };
         let mut sites = Vec::new();
@@ -167,12 +174,22 @@ async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>
         });
     }
     let mut realms = Vec::new();
+    let realm_api: Api<CephRealm> = Api::namespaced(ctx.client.clone(), &namespace);
+    let all_zones = match targets.realms.is_empty() {
+        true => Vec::new(),
+        false => {
+            Api::<CephZone>::namespaced(ctx.client.clone(), &namespace)
+                .list(&ListParams::default())
+                .await?
+                .items
+        }
+    };
     for name in &targets.realms {
-        let Some(realm) = ctx.stores.realms.get(&ObjectRef::new(name).within(&namespace)) else {
+        let Some(realm) = realm_api.get_opt(name).await? else {
             continue;
         };
         let mut zones = Vec::new();
-        for member in member_zones(ctx, &realm) {
+        for member in member_zones(&realm, &all_zones) {
             let agent = ctx.agent(&namespace, &member.site).await?;
             // Only the target's zones are checked for lag (planned) or measured (drill).
             let sync = match member.site == request.spec.target_site {

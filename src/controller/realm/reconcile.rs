@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::plan::{self, MemberZone, Observed};
 use crate::{
-    api::CephRealm,
+    api::{CephRealm, CephZone},
     controller::{
         apply::{execute_plan, with_finalizer},
         context::Context,
@@ -29,12 +29,10 @@ pub fn sync_user_secret_name(realm: &CephRealm) -> String {
         .unwrap_or_else(|| format!("{}-sync-user", realm.name_any()))
 }
 
-/// The `CephZone`s of `realm` (same namespace), as the realm planner sees them.
-pub fn member_zones(ctx: &Context, realm: &CephRealm) -> Vec<MemberZone> {
-    ctx.stores
-        .zones
-        .state()
-        .iter()
+/// The `CephZone`s of `realm` among `zones` (same namespace), as the realm planner sees them.
+pub fn member_zones<'a>(realm: &CephRealm, zones: impl IntoIterator<Item = &'a CephZone>) -> Vec<MemberZone> {
+    zones
+        .into_iter()
         .filter(|z| z.namespace() == realm.namespace() && z.spec.realm == realm.name_any())
         .map(|z| MemberZone {
             zone: z.zone_name(),
@@ -89,7 +87,7 @@ async fn converge(realm: &CephRealm, ctx: &Context, deleting: bool) -> Result<Ac
 
 /// Observes the realm on the site of the master zone of the master zonegroup, when one is declared.
 async fn observe(realm: &CephRealm, ctx: &Context, deleting: bool) -> Observed {
-    let zones = member_zones(ctx, realm);
+    let zones = member_zones(realm, ctx.stores.zones.state().iter().map(AsRef::as_ref));
     let master_group = realm.spec.master_zone_group().map(|g| g.name.clone());
     let master_site = zones
         .iter()

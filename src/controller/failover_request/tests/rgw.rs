@@ -246,3 +246,25 @@ fn once_the_target_committed_the_request_waits_for_the_old_master_however_long_i
         ("us-west".into(), "us-west".into())
     );
 }
+
+#[test]
+fn dry_run_of_a_realm_failover_lists_the_period_steps_and_commits_nothing() {
+    let lab = realm();
+    let period = lab.period_id(A);
+    let mut req = Request::new(request(FailoverAction::Planned, B).realm_only().dry_run());
+    lab.run_to_end(&mut req);
+
+    assert_eq!(req.status.phase, FailoverPhase::Completed);
+    assert!(req.handed_out.iter().all(Vec::is_empty), "{:?}", req.handed_out);
+    assert_eq!(
+        req.rows(),
+        [
+            "pull-period production@site-b pending",
+            "modify-zone production/us/us-west@site-b pending",
+            "commit-period production@site-b pending",
+            "pull-period production@site-a pending"
+        ]
+    );
+    assert_eq!((lab.period_id(A), lab.period_id(B)), (period.clone(), period));
+    assert_eq!(lab.master_zone(B), "us-east");
+}
