@@ -39,6 +39,12 @@ struct ImageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolSiteLabels {
+    site: String,
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ZoneLabels {
     zone: String,
 }
@@ -63,8 +69,13 @@ pub struct Metrics {
     reconcile_duration: HistogramFamily<ControllerLabels>,
     agent_request_duration: HistogramFamily<AgentLabels>,
     image_lag: Family<ImageLabels, Gauge<f64, AtomicU64>>,
+    image_replaying: Family<ImageLabels, Gauge>,
+    rbd_pool_rpo: Family<PoolSiteLabels, Gauge>,
+    rbd_mirror_daemon_up: Family<PoolSiteLabels, Gauge>,
     rgw_behind_shards: Family<ZoneLabels, Gauge>,
     rgw_lag: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    rgw_zone_rpo: Family<ZoneLabels, Gauge>,
+    rgw_metadata_wedged: Family<ZoneLabels, Gauge>,
     failover_duration: HistogramFamily<FailoverLabels>,
 }
 
@@ -97,6 +108,24 @@ impl Default for Metrics {
             "Age of the newest snapshot a mirrored image has synced",
             image_lag.clone(),
         );
+        let image_replaying = Family::<ImageLabels, Gauge>::default();
+        registry.register(
+            "rbd_image_replaying",
+            "Whether a mirrored image's copy on this site is replaying its primary (1) or not (0)",
+            image_replaying.clone(),
+        );
+        let rbd_pool_rpo = Family::<PoolSiteLabels, Gauge>::default();
+        registry.register(
+            "rbd_pool_rpo_seconds",
+            "Recovery point objective of a mirrored pool (spec.rpoSeconds), on each of its sites",
+            rbd_pool_rpo.clone(),
+        );
+        let rbd_mirror_daemon_up = Family::<PoolSiteLabels, Gauge>::default();
+        registry.register(
+            "rbd_mirror_daemon_up",
+            "Whether rbd-mirror runs on a site that receives a mirrored pool (1) or not (0)",
+            rbd_mirror_daemon_up.clone(),
+        );
         let rgw_behind_shards = Family::<ZoneLabels, Gauge>::default();
         registry.register(
             "rgw_sync_behind_shards",
@@ -108,6 +137,18 @@ impl Default for Metrics {
             "rgw_sync_lag_seconds",
             "Age of the oldest change a zone has not synced",
             rgw_lag.clone(),
+        );
+        let rgw_zone_rpo = Family::<ZoneLabels, Gauge>::default();
+        registry.register(
+            "rgw_zone_rpo_seconds",
+            "Recovery point objective of a zone (spec.rpoSeconds)",
+            rgw_zone_rpo.clone(),
+        );
+        let rgw_metadata_wedged = Family::<ZoneLabels, Gauge>::default();
+        registry.register(
+            "rgw_metadata_sync_wedged",
+            "Whether a zone's metadata sync has shown no progress for too long (1) or not (0)",
+            rgw_metadata_wedged.clone(),
         );
         let failover_duration = HistogramFamily::<FailoverLabels>::new_with_constructor(seconds_histogram);
         registry.register(
@@ -122,8 +163,13 @@ impl Default for Metrics {
             reconcile_duration,
             agent_request_duration,
             image_lag,
+            image_replaying,
+            rbd_pool_rpo,
+            rbd_mirror_daemon_up,
             rgw_behind_shards,
             rgw_lag,
+            rgw_zone_rpo,
+            rgw_metadata_wedged,
             failover_duration,
         }
     }
@@ -186,6 +232,48 @@ impl Metrics {
         self.image_lag.get_or_create(&labels).set(seconds);
     }
 
+    pub fn set_image_replaying(&self, site: &str, pool: &str, image: &str, replaying: bool) {
+        let labels = ImageLabels {
+            site: site.into(),
+            pool: pool.into(),
+            image: image.into(),
+        };
+        self.image_replaying
+            .get_or_create(&labels)
+            .set(i64::from(replaying));
+    }
+
+    pub fn set_rbd_pool_rpo(&self, site: &str, pool: &str, rpo_seconds: u32) {
+        let labels = PoolSiteLabels {
+            site: site.into(),
+            pool: pool.into(),
+        };
+        self.rbd_pool_rpo
+            .get_or_create(&labels)
+            .set(i64::from(rpo_seconds));
+    }
+
+    pub fn set_rbd_mirror_daemon_up(&self, site: &str, pool: &str, up: bool) {
+        let labels = PoolSiteLabels {
+            site: site.into(),
+            pool: pool.into(),
+        };
+        self.rbd_mirror_daemon_up
+            .get_or_create(&labels)
+            .set(i64::from(up));
+    }
+
+    /// A zone's recovery point objective (when its spec sets one) and whether its metadata sync is wedged.
+    pub fn set_rgw_zone(&self, zone: &str, rpo_seconds: Option<u32>, metadata_wedged: bool) {
+        let labels = ZoneLabels { zone: zone.into() };
+        if let Some(rpo) = rpo_seconds {
+            self.rgw_zone_rpo.get_or_create(&labels).set(i64::from(rpo));
+        }
+        self.rgw_metadata_wedged
+            .get_or_create(&labels)
+            .set(i64::from(metadata_wedged));
+    }
+
     pub fn set_rgw_sync(&self, zone: &str, behind_shards: u32, lag_seconds: f64) {
         let labels = ZoneLabels { zone: zone.into() };
         self.rgw_behind_shards
@@ -228,5 +316,15 @@ mod tests {
         ));
         assert!(text.contains("cephdr_reconcile_duration_seconds_count{controller=\"rbdmirrorpool\"} 1"));
         assert!(text.contains("cephdr_rbd_image_lag_seconds{site=\"site-b\",pool=\"rbd\",image=\"db\"} 12.5"));
+        metrics.set_image_replaying("site-b", "rbd", "db", true);
+        metrics.set_rbd_pool_rpo("site-b", "rbd", 300);
+        metrics.set_rbd_mirror_daemon_up("site-b", "rbd", false);
+        metrics.set_rgw_zone("eu-b", Some(600), true);
+        let text = metrics.render();
+        assert!(text.contains("cephdr_rbd_image_replaying{site=\"site-b\",pool=\"rbd\",image=\"db\"} 1"));
+        assert!(text.contains("cephdr_rbd_pool_rpo_seconds{site=\"site-b\",pool=\"rbd\"} 300"));
+        assert!(text.contains("cephdr_rbd_mirror_daemon_up{site=\"site-b\",pool=\"rbd\"} 0"));
+        assert!(text.contains("cephdr_rgw_zone_rpo_seconds{zone=\"eu-b\"} 600"));
+        assert!(text.contains("cephdr_rgw_metadata_sync_wedged{zone=\"eu-b\"} 1"));
     }
 }

@@ -11,10 +11,13 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::plan::{self, Observed, ObservedSite, PoolPlan};
+use super::{
+    plan::{self, Observed, ObservedSite, PoolPlan},
+    status as pool_status,
+};
 use crate::{
     agent::Sensitive,
-    api::{conditions::reason, RbdMirrorPool},
+    api::{conditions::reason, RbdMirrorPool, RbdMirrorPoolStatus},
     controller::{
         apply::{execute_plan, publish_event, with_finalizer},
         context::Context,
@@ -148,23 +151,50 @@ async fn create_tokens(
     Ok(())
 }
 
+/// The pool's figures as metrics: per image the lag and whether its copy replays (on the site that holds
+/// the copy), per site the RPO, per receiving site whether rbd-mirror runs.
+fn record_metrics(pool: &RbdMirrorPool, ctx: &Context, status: &RbdMirrorPoolStatus) {
+    let ceph_pool = &pool.spec.pool;
+    for image in &status.images {
+        let Some(copy_site) = pool
+            .spec
+            .sites
+            .iter()
+            .find(|s| Some(&s.site) != image.primary_site.as_ref())
+        else {
+            continue;
+        };
+        if let Some(lag) = image.lag_seconds {
+            ctx.metrics
+                .set_image_lag(&copy_site.site, ceph_pool, &image.name, lag as f64);
+        }
+        ctx.metrics.set_image_replaying(
+            &copy_site.site,
+            ceph_pool,
+            &image.name,
+            image.state == pool_status::STATE_REPLAYING,
+        );
+    }
+    if let Some(rpo) = pool.spec.rpo_seconds {
+        for site in &pool.spec.sites {
+            ctx.metrics.set_rbd_pool_rpo(&site.site, ceph_pool, rpo);
+        }
+    }
+    for daemon in &status.daemons {
+        ctx.metrics.set_rbd_mirror_daemon_up(
+            &daemon.site,
+            ceph_pool,
+            daemon.health != pool_status::DAEMON_NOT_RUNNING,
+        );
+    }
+}
+
 async fn report(pool: &RbdMirrorPool, ctx: &Context, pool_plan: &PoolPlan) -> Result<()> {
     let now = Timestamp::now();
     let mut new_status = pool_plan.status.clone();
     new_status.observed_generation = pool.meta().generation;
     new_status.conditions = status::complete_conditions(pool, pool_plan.plan.conditions.clone(), now);
-    for image in &new_status.images {
-        if let (Some(lag), Some(site)) = (
-            image.lag_seconds,
-            pool.spec
-                .sites
-                .iter()
-                .find(|s| Some(&s.site) != image.primary_site.as_ref()),
-        ) {
-            ctx.metrics
-                .set_image_lag(&site.site, &pool.spec.pool, &image.name, lag as f64);
-        }
-    }
+    record_metrics(pool, ctx, &new_status);
     if let Some(previous) = pool.status.as_ref() {
         let was_split = previous
             .conditions

@@ -52,8 +52,10 @@ async fn converge(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Acti
             new_status.lag_seconds.unwrap_or(0) as f64,
         );
     }
-    let became_wedged = conditions::is_true(&new_status.conditions, "Wedged")
-        && !conditions::is_true(zone_conditions(zone), "Wedged");
+    let wedged = conditions::is_true(&new_status.conditions, "Wedged");
+    ctx.metrics
+        .set_rgw_zone(&zone.zone_name(), zone.spec.rpo_seconds, wedged);
+    let became_wedged = wedged && !conditions::is_true(zone_conditions(zone), "Wedged");
     if became_wedged {
         let message = new_status
             .conditions
