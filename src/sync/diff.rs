@@ -365,54 +365,12 @@ impl<W: AsyncWrite + Unpin> DiffWriter<W> {
 
     pub async fn record(&mut self, record: &Record) -> io::Result<()> {
         let mut head = Vec::with_capacity(32);
-        let push = |tag: u8, body_len: u64, head: &mut Vec<u8>| {
-            head.push(tag);
-            if self.version == Version::V2 {
-                head.extend_from_slice(&body_len.to_le_bytes());
-            }
-        };
+        encode_head(self.version, record, &mut head)?;
+        self.inner.write_all(&head).await?;
         match record {
-            Record::FromSnap(name) | Record::ToSnap(name) => {
-                let tag = if matches!(record, Record::FromSnap(_)) {
-                    TAG_FROM_SNAP
-                } else {
-                    TAG_TO_SNAP
-                };
-                let len = u32::try_from(name.len())
-                    .ok()
-                    .filter(|len| *len as usize <= MAX_SNAP_NAME)
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            "snapshot name longer than 4096 bytes",
-                        )
-                    })?;
-                push(tag, 4 + u64::from(len), &mut head);
-                head.extend_from_slice(&len.to_le_bytes());
-                head.extend_from_slice(name.as_bytes());
-            }
-            Record::Size(size) => {
-                push(TAG_SIZE, 8, &mut head);
-                head.extend_from_slice(&size.to_le_bytes());
-            }
-            Record::Protected(protected) => {
-                push(TAG_PROTECTED, 1, &mut head);
-                head.push(u8::from(*protected));
-            }
-            Record::Write { offset, data } => {
-                push(TAG_WRITE, 16 + data.len() as u64, &mut head);
-                head.extend_from_slice(&offset.to_le_bytes());
-                head.extend_from_slice(&(data.len() as u64).to_le_bytes());
-                self.inner.write_all(&head).await?;
-                return self.inner.write_all(data).await;
-            }
-            Record::Zero { offset, length } => {
-                push(TAG_ZERO, 16, &mut head);
-                head.extend_from_slice(&offset.to_le_bytes());
-                head.extend_from_slice(&length.to_le_bytes());
-            }
+            Record::Write { data, .. } => self.inner.write_all(data).await,
+            _ => Ok(()),
         }
-        self.inner.write_all(&head).await
     }
 
     /// Writes the end record, flushes, and returns the writer.
@@ -420,6 +378,129 @@ impl<W: AsyncWrite + Unpin> DiffWriter<W> {
         self.inner.write_all(&[TAG_END]).await?;
         self.inner.flush().await?;
         Ok(self.inner)
+    }
+}
+
+/// Appends `record` as `version` encodes it, data included.
+pub fn encode_record(version: Version, record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
+    encode_head(version, record, out)?;
+    if let Record::Write { data, .. } = record {
+        out.extend_from_slice(data);
+    }
+    Ok(())
+}
+
+/// Appends `record` without the data of a write.
+fn encode_head(version: Version, record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut tag = |tag: u8, body_len: u64| {
+        out.push(tag);
+        if version == Version::V2 {
+            out.extend_from_slice(&body_len.to_le_bytes());
+        }
+    };
+    match record {
+        Record::FromSnap(name) | Record::ToSnap(name) => {
+            let len = u32::try_from(name.len())
+                .ok()
+                .filter(|len| *len as usize <= MAX_SNAP_NAME)
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "snapshot name longer than 4096 bytes",
+                    )
+                })?;
+            let t = if matches!(record, Record::FromSnap(_)) {
+                TAG_FROM_SNAP
+            } else {
+                TAG_TO_SNAP
+            };
+            tag(t, 4 + u64::from(len));
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        Record::Size(size) => {
+            tag(TAG_SIZE, 8);
+            out.extend_from_slice(&size.to_le_bytes());
+        }
+        Record::Protected(protected) => {
+            tag(TAG_PROTECTED, 1);
+            out.push(u8::from(*protected));
+        }
+        Record::Write { offset, data } => {
+            tag(TAG_WRITE, 16 + data.len() as u64);
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        }
+        Record::Zero { offset, length } => {
+            tag(TAG_ZERO, 16);
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&length.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// The `w` and `z` records of a v1 diff held in memory (no banner, no end record), as a sync engine
+/// chunk carries them; write data is sliced from `bytes`, not copied.
+pub struct DataRecords {
+    bytes: Bytes,
+    pos: usize,
+}
+
+impl DataRecords {
+    pub fn new(bytes: Bytes) -> Self {
+        DataRecords { bytes, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<Bytes, DiffError> {
+        let at = self.pos as u64;
+        if self.bytes.len() - self.pos < n {
+            return Err(DiffError::Truncated { at });
+        }
+        self.pos += n;
+        Ok(self.bytes.slice(self.pos - n..self.pos))
+    }
+
+    fn u64(&mut self) -> Result<u64, DiffError> {
+        let raw = self.take(8)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw);
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+impl Iterator for DataRecords {
+    type Item = Result<Record, DiffError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.bytes.len() {
+            return None;
+        }
+        let at = self.pos as u64;
+        let record = (|| {
+            let tag = self.take(1)?[0];
+            if tag != TAG_WRITE && tag != TAG_ZERO {
+                return Err(DiffError::UnknownTag { tag, at });
+            }
+            let offset = self.u64()?;
+            let length = self.u64()?;
+            if offset.checked_add(length).is_none() {
+                return Err(DiffError::ExtentOverflow { offset, length, at });
+            }
+            if tag == TAG_ZERO {
+                return Ok(Record::Zero { offset, length });
+            }
+            let len = usize::try_from(length).map_err(|_| DiffError::Truncated { at })?;
+            Ok(Record::Write {
+                offset,
+                data: self.take(len)?,
+            })
+        })();
+        if record.is_err() {
+            // Nothing after a malformed record can be trusted.
+            self.pos = self.bytes.len();
+        }
+        Some(record)
     }
 }
 

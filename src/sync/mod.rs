@@ -2,4 +2,6 @@
 //! compressed frames that a receiver applies to an image or keeps in a backup store. A library of
 //! streams and files only; it knows nothing of Kubernetes.
 
+pub mod checkpoint;
 pub mod diff;
+pub mod frame;
