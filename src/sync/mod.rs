@@ -5,3 +5,5 @@
 pub mod checkpoint;
 pub mod diff;
 pub mod frame;
+pub mod rbd;
+pub mod session;
