@@ -7,3 +7,4 @@ pub mod diff;
 pub mod frame;
 pub mod rbd;
 pub mod session;
+pub mod store;

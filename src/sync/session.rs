@@ -62,6 +62,8 @@ pub enum TargetError {
     },
     #[error("no restore point {0:?} in the store")]
     NoSuchPoint(String),
+    #[error("backup file {file} does not match its BLAKE3 in the manifest")]
+    HashMismatch { file: String },
     #[error("backup file {file} is damaged")]
     Damaged {
         file: String,
