@@ -133,9 +133,18 @@ impl<R: AsyncRead + Unpin> Input<R> {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// `len` bytes, read straight into a new buffer (not zeroed first: data is most of the stream).
     async fn bytes(&mut self, len: usize) -> Result<Bytes, DiffError> {
-        let mut buf = BytesMut::zeroed(len);
-        self.exact(&mut buf).await?;
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let want = (len - buf.len()) as u64;
+            if (&mut self.inner).take(want).read_buf(&mut buf).await? == 0 {
+                return Err(DiffError::Truncated {
+                    at: self.pos + buf.len() as u64,
+                });
+            }
+        }
+        self.pos += len as u64;
         Ok(buf.freeze())
     }
 

@@ -135,8 +135,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let chunk_size = chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
-    // Writes are cut to fit a chunk with their record header, the same way on every run.
-    let mut diff = diff.with_max_chunk(chunk_size as usize - 17);
+    // Writes are cut at the chunk size, the same way on every run; a piece of that size gets a chunk
+    // of its own.
+    let mut diff = diff.with_max_chunk(chunk_size as usize);
     let (mut from_snap, mut to_snap, mut size) = (None, None, 0);
     let first = loop {
         match diff.next().await? {
