@@ -1,20 +1,29 @@
 //! The delta-sync engine between the two real sites: `rbd export-diff` on A → frames → `rbd import-diff`
 //! on B. A full sync then incrementals give equal `rbd export` checksums; a transfer cut halfway resumes
 //! from its checkpoint; a byte flipped in transit is rejected by chunk number and sent again. Backups of a
-//! real image in a directory store restore every point, to a file and through `rbd import-diff`.
+//! real image in a directory store restore every point, to a file and through `rbd import-diff`. The
+//! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use cephdr::sync::{
-    checkpoint::Checkpoint,
-    diff::{DiffWriter, Record, Version},
-    frame::{ChecksumKind, FrameOptions},
-    rbd::{RbdCli, RbdImage},
-    session::{receive, send, SendReport, SyncError},
-    store::DirectoryStore,
+use cephdr::{
+    agent::{
+        server::{TlsFiles, Tokens},
+        Sensitive,
+    },
+    sync::{
+        checkpoint::Checkpoint,
+        diff::{DiffWriter, Record, Version},
+        frame::{ChecksumKind, FrameOptions},
+        rbd::{RbdCli, RbdImage},
+        session::{receive, send, SendReport, SyncError},
+        sidecar::{backup_store, Destination, Receiver, SendError, Sender},
+        store::DirectoryStore,
+        transport::{SyncListener, TransportError},
+    },
 };
-use cephdr_e2e::{faults::Tamper, shared_ceph_sites, unique_name, CephSite};
+use cephdr_e2e::{faults::Tamper, pki::Ca, shared_ceph_sites, unique_name, CephSite};
 use rand::{seq::index::sample, RngCore};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
@@ -251,6 +260,134 @@ async fn backups_in_a_directory_restore_every_point_of_a_real_image() -> Result<
     assert_eq!(
         blake3::hash(&std::fs::read(&out)?).to_hex().to_string(),
         a.image_checksum(&format!("{image}@s3"))?
+    );
+    Ok(())
+}
+
+/// A receiver on site B's address serving TLS with a certificate of the test CA and one token.
+struct TlsBed {
+    dir: tempfile::TempDir,
+    ca_pem: Vec<u8>,
+    tls: TlsFiles,
+    tokens: std::path::PathBuf,
+}
+
+impl TlsBed {
+    fn new() -> Result<TlsBed> {
+        let dir = tempfile::tempdir()?;
+        let ca = Ca::new("cephdr sync test CA")?;
+        let cert = ca.server("site-b", &["127.0.0.2"], &["site-b"])?;
+        let tls = TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        };
+        std::fs::write(&tls.cert, &cert.cert_pem)?;
+        std::fs::write(&tls.key, &cert.key_pem)?;
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "sync-token-1\n")?;
+        Ok(TlsBed {
+            ca_pem: ca.cert_pem().into_bytes(),
+            dir,
+            tls,
+            tokens,
+        })
+    }
+
+    /// Starts a receiver for `destination`; returns its address and the sender of its shutdown.
+    async fn serve(&self, destination: Destination) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+        let listener =
+            SyncListener::bind("127.0.0.2:0".parse()?, &self.tls, Tokens::load(&self.tokens)?).await?;
+        let addr = listener.local_addr()?.to_string();
+        let receiver = Receiver::new(destination, self.dir.path().join("state"), 1 << 20);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(receiver.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok((addr, stop))
+    }
+
+    fn sender(&self, site: &CephSite, peer: &str, token: &str) -> Sender {
+        Sender {
+            rbd: rbd(site),
+            peer: peer.to_string(),
+            server_name: "site-b".into(),
+            ca_pem: Some(self.ca_pem.clone()),
+            token: Sensitive(token.into()),
+            options: FrameOptions {
+                checksum: ChecksumKind::Crc32c,
+                zstd_level: Some(1),
+                bytes_per_second: None,
+            },
+            chunk_size: 1 << 20,
+            attempts: 2,
+        }
+    }
+}
+
+#[tokio::test]
+async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -> Result<()> {
+    let sites = shared_ceph_sites().await?;
+    let (a, b) = (&sites.a, &sites.b);
+    let pool = pool_on_both(a, b, "tls")?;
+    let image = format!("{pool}/app");
+    a.import_random_image(&pool, "app", 8)?;
+    a.rbd(&["snap", "create", &format!("{image}@s1")])?;
+    let bed = TlsBed::new()?;
+    let (addr, _stop) = bed
+        .serve(Destination::Rbd {
+            rbd: rbd(b),
+            pools: vec![pool.clone()],
+        })
+        .await?;
+    let sender = bed.sender(a, &addr, "sync-token-1");
+
+    let full = sender.send(&image, None, "s1").await?;
+    assert_eq!(full.changed_bytes, 8 << 20);
+    write_blocks_and_snap(a, &image, 8, 100, "s2").await?;
+    let delta = sender.send(&image, Some("s1"), "s2").await?;
+    assert_eq!(delta.changed_bytes, (100 * BLOCK) as u64);
+    for snap in ["s1", "s2"] {
+        let spec = format!("{image}@{snap}");
+        assert_eq!(b.image_checksum(&spec)?, a.image_checksum(&spec)?, "{spec}");
+    }
+
+    let denied = bed
+        .sender(a, &addr, "wrong-token")
+        .send(&image, Some("s1"), "s2")
+        .await;
+    assert!(
+        matches!(denied, Err(SendError::Transport(TransportError::Denied))),
+        "{denied:?}"
+    );
+    let (elsewhere, _stop) = bed
+        .serve(Destination::Rbd {
+            rbd: rbd(b),
+            pools: vec!["another-pool".into()],
+        })
+        .await?;
+    let refused = bed
+        .sender(a, &elsewhere, "sync-token-1")
+        .send(&image, Some("s1"), "s2")
+        .await;
+    let Err(SendError::Sync(SyncError::Rejected {
+        permanent, reason, ..
+    })) = refused
+    else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert!(permanent && reason.contains("pool"), "{reason}");
+
+    // The same port into a backup directory instead: the restore equals the snapshot.
+    let backups = bed.dir.path().join("backups");
+    let (vault, _stop) = bed.serve(Destination::Backup { dir: backups.clone() }).await?;
+    let to_vault = bed.sender(a, &vault, "sync-token-1");
+    to_vault.send(&image, None, "s1").await?;
+    to_vault.send(&image, Some("s1"), "s2").await?;
+    let out = bed.dir.path().join("s2.img");
+    backup_store(&backups, &image).await?.restore("s2", &out).await?;
+    assert_eq!(
+        blake3::hash(&std::fs::read(&out)?).to_hex().to_string(),
+        a.image_checksum(&format!("{image}@s2"))?
     );
     Ok(())
 }

@@ -139,8 +139,14 @@ pub enum Control {
     End { chunks: u64 },
     /// Receiver → sender: the target holds the to-snap.
     Done(Checkpoint),
-    /// Receiver → sender: the transfer failed at chunk `seq`.
-    Reject { seq: u64, reason: String },
+    /// Receiver → sender: the transfer failed at chunk `seq`; `permanent` when another attempt
+    /// would be refused too.
+    Reject {
+        seq: u64,
+        reason: String,
+        #[serde(default)]
+        permanent: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,4 +7,6 @@ pub mod diff;
 pub mod frame;
 pub mod rbd;
 pub mod session;
+pub mod sidecar;
 pub mod store;
+pub mod transport;

@@ -15,7 +15,12 @@
 //! checksum is rejected by sequence number; the next attempt resumes from the last checkpoint and
 //! sends it again.
 
-use std::{io, path::Path, time::Duration};
+use std::{
+    future::Future,
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
@@ -43,6 +48,38 @@ pub trait Target: Send {
     async fn commit(&mut self) -> Result<u64, TargetError>;
     /// After the last commit: makes the target hold the to-snap.
     async fn finish(&mut self) -> Result<(), TargetError>;
+}
+
+#[async_trait]
+impl<T: Target + ?Sized> Target for &mut T {
+    async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
+        (**self).begin(checkpoint).await
+    }
+    async fn apply(&mut self, chunk: &Chunk) -> Result<(), TargetError> {
+        (**self).apply(chunk).await
+    }
+    async fn commit(&mut self) -> Result<u64, TargetError> {
+        (**self).commit().await
+    }
+    async fn finish(&mut self) -> Result<(), TargetError> {
+        (**self).finish().await
+    }
+}
+
+#[async_trait]
+impl<T: Target + ?Sized> Target for Box<T> {
+    async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
+        (**self).begin(checkpoint).await
+    }
+    async fn apply(&mut self, chunk: &Chunk) -> Result<(), TargetError> {
+        (**self).apply(chunk).await
+    }
+    async fn commit(&mut self) -> Result<u64, TargetError> {
+        (**self).commit().await
+    }
+    async fn finish(&mut self) -> Result<(), TargetError> {
+        (**self).finish().await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +130,30 @@ pub enum SyncError {
     #[error("the checkpoint says chunk {seq} ends at {checkpoint}, the diff has it end at {diff}")]
     CheckpointMismatch { seq: u64, checkpoint: u64, diff: u64 },
     #[error("the peer rejected chunk {seq}: {reason}")]
-    Rejected { seq: u64, reason: String },
+    Rejected {
+        seq: u64,
+        reason: String,
+        permanent: bool,
+    },
     #[error("the connection closed before the transfer ended")]
     Closed,
+    #[error("the receiver refuses {image}: {reason}")]
+    Refused { image: String, reason: &'static str },
 }
 
 impl SyncError {
+    /// Whether another attempt of the same transfer would fail the same way.
+    pub fn permanent(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Refused { .. }
+                | SyncError::NoToSnap
+                | SyncError::OtherTransfer
+                | SyncError::Target(TargetError::ChainBroken { .. })
+                | SyncError::Rejected { permanent: true, .. }
+        )
+    }
+
     /// The chunk the error is about, when there is one: a corrupted or rejected chunk.
     pub fn seq(&self) -> Option<u64> {
         match self {
@@ -162,8 +217,16 @@ where
     let resume = match reader.next().await? {
         Some(Frame::Control(Control::Resume(c))) if c.transfer == transfer => c,
         Some(Frame::Control(Control::Resume(_))) => return Err(SyncError::OtherTransfer),
-        Some(Frame::Control(Control::Reject { seq, reason })) => {
-            return Err(SyncError::Rejected { seq, reason })
+        Some(Frame::Control(Control::Reject {
+            seq,
+            reason,
+            permanent,
+        })) => {
+            return Err(SyncError::Rejected {
+                seq,
+                reason,
+                permanent,
+            })
         }
         _ => return Err(SyncError::Unexpected { expected: "Resume" }),
     };
@@ -181,9 +244,15 @@ where
         // broken pipe it caused.
         let answer = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
         return Err(match answer {
-            Ok(Ok(Some(Frame::Control(Control::Reject { seq, reason })))) => {
-                SyncError::Rejected { seq, reason }
-            }
+            Ok(Ok(Some(Frame::Control(Control::Reject {
+                seq,
+                reason,
+                permanent,
+            })))) => SyncError::Rejected {
+                seq,
+                reason,
+                permanent,
+            },
             _ => error,
         });
     }
@@ -193,7 +262,15 @@ where
             report.checkpoint = c;
             Ok(report)
         }
-        Some(Frame::Control(Control::Reject { seq, reason })) => Err(SyncError::Rejected { seq, reason }),
+        Some(Frame::Control(Control::Reject {
+            seq,
+            reason,
+            permanent,
+        })) => Err(SyncError::Rejected {
+            seq,
+            reason,
+            permanent,
+        }),
         None => Err(SyncError::Closed),
         _ => Err(SyncError::Unexpected { expected: "Done" }),
     }
@@ -268,6 +345,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     T: Target,
 {
+    let path = checkpoint_path.to_path_buf();
+    receive_with(stream, commit_every, |_| async move { Ok((target, path)) }).await
+}
+
+/// Like [`receive`], with the target and its checkpoint file chosen by `choose` once the sender said
+/// which transfer it brings; an error of `choose` is sent back as the reason of a `Reject`.
+pub async fn receive_with<S, T, F, Fut>(
+    stream: S,
+    commit_every: u64,
+    choose: F,
+) -> Result<Checkpoint, SyncError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: Target,
+    F: FnOnce(Transfer) -> Fut,
+    Fut: Future<Output = Result<(T, PathBuf), SyncError>>,
+{
     let (read, write) = tokio::io::split(stream);
     let mut reader = FrameReader::new(BufReader::with_capacity(1 << 20, read))?;
     let mut writer = FrameWriter::new(BufWriter::new(write), &FrameOptions::default())?;
@@ -275,6 +369,19 @@ where
         Some(Frame::Control(Control::Hello(t))) => t,
         _ => return Err(SyncError::Unexpected { expected: "Hello" }),
     };
+    let (mut target, checkpoint_path) = match choose(transfer.clone()).await {
+        Ok(chosen) => chosen,
+        Err(error) => {
+            let reject = Control::Reject {
+                seq: 0,
+                reason: error_chain(&error),
+                permanent: error.permanent(),
+            };
+            let _ = writer.control(&reject).await;
+            return Err(error);
+        }
+    };
+    let checkpoint_path = checkpoint_path.as_path();
     let mut checkpoint = match Checkpoint::load(checkpoint_path).await? {
         Some(c) if c.transfer == transfer => c,
         _ => Checkpoint::start(transfer),
@@ -282,7 +389,7 @@ where
     writer.control(&Control::Resume(checkpoint.clone())).await?;
     let result = apply_chunks(
         &mut reader,
-        target,
+        &mut target,
         &mut checkpoint,
         checkpoint_path,
         commit_every,
@@ -298,6 +405,7 @@ where
             let reject = Control::Reject {
                 seq,
                 reason: error_chain(&error),
+                permanent: error.permanent(),
             };
             // The sender may already be gone; the error that matters is ours.
             let _ = writer.control(&reject).await;

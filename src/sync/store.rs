@@ -53,6 +53,7 @@ struct Manifest {
     points: Vec<Point>,
 }
 
+#[derive(Debug, Clone)]
 pub struct DirectoryStore {
     root: PathBuf,
 }
@@ -212,9 +213,9 @@ impl DirectoryStore {
     }
 
     /// A [`Target`] that adds the transfer it receives as the store's next point.
-    pub fn target(&self) -> StoreTarget<'_> {
+    pub fn target(&self) -> StoreTarget {
         StoreTarget {
-            store: self,
+            store: self.clone(),
             transfer: None,
             file: None,
             position: 0,
@@ -282,14 +283,14 @@ async fn replay(path: &Path, image: &mut File) -> Result<(), TargetError> {
 }
 
 /// Receives one transfer into a [`DirectoryStore`] as `NNNNNN-<to-snap>.diff`.
-pub struct StoreTarget<'a> {
-    store: &'a DirectoryStore,
+pub struct StoreTarget {
+    store: DirectoryStore,
     transfer: Option<(Transfer, String)>,
     file: Option<BufWriter<File>>,
     position: u64,
 }
 
-impl StoreTarget<'_> {
+impl StoreTarget {
     fn partial(&self) -> Result<(PathBuf, &Transfer, &str), TargetError> {
         let (transfer, name) = self
             .transfer
@@ -306,7 +307,7 @@ impl StoreTarget<'_> {
 }
 
 #[async_trait]
-impl Target for StoreTarget<'_> {
+impl Target for StoreTarget {
     async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
         let transfer = checkpoint.transfer.clone();
         let points = self.store.points().await?;

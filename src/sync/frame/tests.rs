@@ -198,6 +198,7 @@ fn control_messages_round_trip() {
         Control::Reject {
             seq: 3,
             reason: "chunk 3 failed its checksum".into(),
+            permanent: false,
         },
     ];
     for checksum in [ChecksumKind::Crc32c, ChecksumKind::Blake3] {

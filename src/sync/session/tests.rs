@@ -197,7 +197,11 @@ async fn a_flipped_byte_is_rejected_by_sequence_number_and_the_retry_resends_it(
         "{received:?}"
     );
     match sent.unwrap_err() {
-        SyncError::Rejected { seq: 4, reason } => assert!(reason.contains("chunk 4 failed its checksum")),
+        SyncError::Rejected {
+            seq: 4,
+            reason,
+            permanent: false,
+        } => assert!(reason.contains("chunk 4 failed its checksum")),
         other => panic!("sender saw {other:?}"),
     }
     assert_eq!(Checkpoint::load(&checkpoint).await.unwrap().unwrap().next_seq, 4);
