@@ -351,6 +351,17 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
         assert_eq!(b.image_checksum(&spec)?, a.image_checksum(&spec)?, "{spec}");
     }
 
+    // A full transfer never lands on an image it did not create: it would leave stale bytes where the
+    // source was never written.
+    let again = sender.send(&image, None, "s1").await;
+    let Err(SendError::Sync(SyncError::Rejected {
+        permanent, reason, ..
+    })) = again
+    else {
+        panic!("expected a refusal, got {again:?}");
+    };
+    assert!(permanent && reason.contains("exists"), "{reason}");
+
     let denied = bed
         .sender(a, &addr, "wrong-token")
         .send(&image, Some("s1"), "s2")

@@ -151,6 +151,9 @@ fn no_pipe(which: &str) -> TargetError {
     )))
 }
 
+/// The target position an [`RbdImage`] records: the image exists because this transfer began.
+const CREATED: u64 = 1;
+
 /// An RBD image that receives transfers through `rbd import-diff`.
 pub struct RbdImage {
     rbd: RbdCli,
@@ -227,12 +230,25 @@ impl Target for RbdImage {
     async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
         let transfer = &checkpoint.transfer;
         self.transfer = Some(transfer.clone());
+        if transfer.from_snap.is_some() {
+            // `rbd import-diff` checks that the image holds the from-snap.
+            return Ok(());
+        }
+        // A full diff leaves out what was never written, so it is applied only to an image it created:
+        // the receiver's commit after `begin` records that (position 1) before anything is written.
         let exists = self.rbd.succeeds(&["info", &self.image]).await?;
-        if !exists && transfer.from_snap.is_none() {
-            let size = format!("{}B", transfer.size);
-            self.rbd
+        if exists && checkpoint.target_position != CREATED {
+            return Err(TargetError::Exists(self.image.clone()));
+        }
+        let size = format!("{}B", transfer.size);
+        if !exists
+            && !self
+                .rbd
                 .succeeds(&["create", "--size", &size, &self.image])
-                .await?;
+                .await?
+        {
+            let missing = format!("cannot create {}: its pool does not exist", self.image);
+            return Err(TargetError::Io(std::io::Error::other(missing)));
         }
         Ok(())
     }
@@ -253,7 +269,7 @@ impl Target for RbdImage {
 
     async fn commit(&mut self) -> Result<u64, TargetError> {
         self.end_import().await?;
-        Ok(0)
+        Ok(CREATED)
     }
 
     async fn finish(&mut self) -> Result<(), TargetError> {

@@ -41,7 +41,8 @@ pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
 #[async_trait]
 pub trait Target: Send {
     /// Prepares to apply the checkpoint's transfer after the chunks it names as applied;
-    /// `checkpoint.target_position` is what [`Target::commit`] returned then.
+    /// `checkpoint.target_position` is what [`Target::commit`] returned then (0 when it never ran:
+    /// the receiver commits once right after `begin`).
     async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError>;
     async fn apply(&mut self, chunk: &Chunk) -> Result<(), TargetError>;
     /// Makes everything applied so far durable; returns the position to record in the checkpoint.
@@ -97,6 +98,8 @@ pub enum TargetError {
         from: Option<String>,
         last: Option<String>,
     },
+    #[error("image {0} exists: a full transfer writes only into an image it created")]
+    Exists(String),
     #[error("no restore point {0:?} in the store")]
     NoSuchPoint(String),
     #[error("backup file {file} does not match its BLAKE3 in the manifest")]
@@ -149,7 +152,7 @@ impl SyncError {
             SyncError::Refused { .. }
                 | SyncError::NoToSnap
                 | SyncError::OtherTransfer
-                | SyncError::Target(TargetError::ChainBroken { .. })
+                | SyncError::Target(TargetError::ChainBroken { .. } | TargetError::Exists(_))
                 | SyncError::Rejected { permanent: true, .. }
         )
     }
@@ -427,6 +430,9 @@ where
 {
     if !checkpoint.complete {
         target.begin(checkpoint).await?;
+        // Records what `begin` did (created the image, wrote a file header) before any chunk.
+        let (next_seq, offset) = (checkpoint.next_seq, checkpoint.offset);
+        commit(target, checkpoint, next_seq, offset, checkpoint_path).await?;
     }
     let mut expected = checkpoint.next_seq;
     let mut uncommitted = 0u64;
