@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup fmt lint generate check-generated test unit demo
+.PHONY: setup fmt lint generate check-generated test unit demo bench
 
 setup:
 	scripts/setup.sh >/dev/null
@@ -41,3 +41,9 @@ demo: setup
 	$(CARGO) build --locked --quiet --bin cephdr
 	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) CEPHDR_BIN=$${CARGO_TARGET_DIR:-target}/debug/cephdr \
 	  $(CARGO) run --locked --quiet -p cephdr-e2e --bin cephdr-demo -- $(DEMO_ARGS)
+
+# Benchmarks, not tests (results in docs/benchmarks.md): the sync engine's core on an in-memory stream, then
+# cephdr sync vs `rbd export-diff | rbd import-diff` vs `rsync --inplace` on two real Ceph sites.
+bench: setup
+	$(CARGO) bench --locked --bench sync_core
+	$(CARGO) run --locked --release --quiet -p cephdr-e2e --bin cephdr-bench-sync

@@ -6,3 +6,4 @@ pub mod controller;
 pub mod metrics;
 pub mod operator;
 pub mod plan;
+pub mod sync;

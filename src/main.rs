@@ -6,9 +6,16 @@ use cephdr::{
         ceph::CephCli,
         remote::RemoteConnector,
         server::{self, TlsFiles, Tokens},
+        Sensitive,
     },
     controller::WatchScope,
     operator::{self, LeaseConfig, OperatorConfig},
+    sync::{
+        frame::{ChecksumKind, FrameOptions},
+        rbd::RbdCli,
+        sidecar::{backup_store, Destination, Receiver, Sender},
+        transport::SyncListener,
+    },
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::info;
@@ -79,12 +86,138 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         command_timeout: u64,
     },
+    /// The delta-sync sidecar: ships RBD snapshot deltas over one TLS port, or keeps them as backups.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Write the CustomResourceDefinitions as YAML, one file per kind.
     Crds {
         /// Directory to write `<plural>.cephdr.io.yaml` files into; `-` prints one multi-document stream.
         #[arg(long, default_value = "crds")]
         out: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Receive transfers on one TLS port; apply them to this cluster's images or keep them as backups.
+    Serve {
+        #[arg(long, default_value = "0.0.0.0:7444", env = "CEPHDR_SYNC_LISTEN")]
+        listen: SocketAddr,
+        /// PEM certificate chain the receiver serves.
+        #[arg(long, env = "CEPHDR_TLS_CERT")]
+        tls_cert: PathBuf,
+        #[arg(long, env = "CEPHDR_TLS_KEY")]
+        tls_key: PathBuf,
+        /// File with the accepted sender tokens, one per line (re-read when it changes).
+        #[arg(long, env = "CEPHDR_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// Apply transfers to the images of the same name in this pool (repeat for several pools).
+        #[arg(long = "pool", required_unless_present = "backup_dir")]
+        pools: Vec<String>,
+        /// Keep transfers as backups under this directory (`<dir>/<pool>/<image>`) instead.
+        #[arg(long, conflicts_with = "pools")]
+        backup_dir: Option<PathBuf>,
+        /// Checkpoints of transfers into images.
+        #[arg(long, default_value = "/var/lib/cephdr/sync", env = "CEPHDR_SYNC_STATE")]
+        state_dir: PathBuf,
+        /// Make applied data durable and checkpoint it every this many MiB.
+        #[arg(long, default_value_t = 64)]
+        commit_every_mib: u64,
+        #[command(flatten)]
+        ceph: CephArgs,
+    },
+    /// Ship the delta of one image between two snapshots to a receiver; resumes until it is applied.
+    Send {
+        /// `host:port` of the receiver.
+        #[arg(long)]
+        peer: String,
+        /// Name the receiver's certificate must carry (default: the host of --peer).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// PEM CA bundle to check the receiver with (default: the system's roots).
+        #[arg(long, env = "CEPHDR_SYNC_CA")]
+        ca: Option<PathBuf>,
+        /// File holding the token to present.
+        #[arg(long, env = "CEPHDR_SYNC_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// `pool/image`.
+        #[arg(long)]
+        image: String,
+        /// Snapshot the receiver holds already (none: send the whole image).
+        #[arg(long)]
+        from_snap: Option<String>,
+        #[arg(long)]
+        to_snap: String,
+        #[arg(long, value_enum, default_value_t = Checksum::Crc32c)]
+        checksum: Checksum,
+        /// zstd level for chunks (none: no compression).
+        #[arg(long)]
+        zstd: Option<i32>,
+        /// Average bytes per second on the wire (none: no limit).
+        #[arg(long)]
+        bytes_per_second: Option<u64>,
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: u32,
+        #[arg(long, default_value_t = 5)]
+        attempts: u32,
+        #[command(flatten)]
+        ceph: CephArgs,
+    },
+    /// Write the raw image of one backed-up snapshot to a file.
+    Restore {
+        #[arg(long)]
+        backup_dir: PathBuf,
+        /// `pool/image`.
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        snap: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Keep only the newest backups of an image.
+    Retain {
+        #[arg(long)]
+        backup_dir: PathBuf,
+        /// `pool/image`.
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        keep: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Checksum {
+    Crc32c,
+    Blake3,
+}
+
+/// How the sync sidecar runs `rbd`.
+#[derive(clap::Args)]
+struct CephArgs {
+    #[arg(long, env = "CEPH_CONF")]
+    ceph_conf: Option<PathBuf>,
+    #[arg(long, env = "CEPHDR_CEPH_ID")]
+    ceph_id: Option<String>,
+    #[arg(long, env = "CEPHDR_CEPH_KEYRING")]
+    keyring: Option<PathBuf>,
+    /// I/Os each `rbd` keeps in flight (Ceph's default: 10).
+    #[arg(long)]
+    concurrency: Option<u32>,
+}
+
+impl CephArgs {
+    fn rbd(self) -> RbdCli {
+        RbdCli {
+            conf: self.ceph_conf,
+            client_id: self.ceph_id,
+            keyring: self.keyring,
+            concurrency: self.concurrency,
+        }
+    }
 }
 
 #[tokio::main]
@@ -154,7 +287,115 @@ async fn main() -> Result<()> {
             shutdown_signal().await;
             running.shutdown().await;
         }
+        Command::Sync { command } => run_sync(command).await?,
         Command::Crds { out } => write_crds(&out)?,
+    }
+    Ok(())
+}
+
+async fn run_sync(command: SyncCommand) -> Result<()> {
+    match command {
+        SyncCommand::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            token_file,
+            pools,
+            backup_dir,
+            state_dir,
+            commit_every_mib,
+            ceph,
+        } => {
+            let destination = match backup_dir {
+                Some(dir) => Destination::Backup { dir },
+                None => Destination::Rbd {
+                    rbd: ceph.rbd(),
+                    pools,
+                },
+            };
+            let tls = TlsFiles {
+                cert: tls_cert,
+                key: tls_key,
+            };
+            let listener = SyncListener::bind(listen, &tls, Tokens::load(&token_file)?).await?;
+            info!(addr = %listener.local_addr()?, "sync receiver listening");
+            let receiver = Receiver::new(destination, state_dir, commit_every_mib << 20);
+            receiver.serve(listener, shutdown_signal()).await;
+        }
+        SyncCommand::Send {
+            peer,
+            server_name,
+            ca,
+            token_file,
+            image,
+            from_snap,
+            to_snap,
+            checksum,
+            zstd,
+            bytes_per_second,
+            chunk_mib,
+            attempts,
+            ceph,
+        } => {
+            let server_name = match server_name {
+                Some(name) => name,
+                None => peer
+                    .rsplit_once(':')
+                    .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+                    .context("--peer must be host:port")?,
+            };
+            let ca_pem = match ca {
+                Some(path) => Some(std::fs::read(&path).with_context(|| format!("read {}", path.display()))?),
+                None => None,
+            };
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("read {}", token_file.display()))?;
+            let sender = Sender {
+                rbd: ceph.rbd(),
+                peer,
+                server_name,
+                ca_pem,
+                token: Sensitive(token.trim().to_string()),
+                options: FrameOptions {
+                    checksum: match checksum {
+                        Checksum::Crc32c => ChecksumKind::Crc32c,
+                        Checksum::Blake3 => ChecksumKind::Blake3,
+                    },
+                    zstd_level: zstd,
+                    bytes_per_second,
+                },
+                chunk_size: chunk_mib.saturating_mul(1 << 20),
+                attempts: attempts.max(1),
+            };
+            let report = sender.send(&image, from_snap.as_deref(), &to_snap).await?;
+            println!(
+                "{image}@{to_snap}: {} of {} chunks sent (resumed at {}), {} bytes changed, {} bytes on the wire",
+                report.chunks_sent, report.chunks, report.resumed_at, report.changed_bytes, report.wire.wire_bytes
+            );
+        }
+        SyncCommand::Restore {
+            backup_dir,
+            image,
+            snap,
+            out,
+        } => {
+            backup_store(&backup_dir, &image)
+                .await?
+                .restore(&snap, &out)
+                .await?;
+            println!("{image}@{snap} restored to {}", out.display());
+        }
+        SyncCommand::Retain {
+            backup_dir,
+            image,
+            keep,
+        } => {
+            let store = backup_store(&backup_dir, &image).await?;
+            store.retain(keep).await?;
+            for point in store.points().await? {
+                println!("{} {}", point.snap, point.file);
+            }
+        }
     }
     Ok(())
 }
@@ -210,4 +451,14 @@ fn write_crds(out: &str) -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_is_a_well_formed_clap_command() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod ceph;
 pub mod controlplane;
+pub mod faults;
 pub mod namespace;
 pub mod operator;
 pub mod pki;

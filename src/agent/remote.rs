@@ -358,7 +358,8 @@ fn base_url(url: &str) -> Result<String, ConfigError> {
     Ok(format!("https://{authority}"))
 }
 
-fn client_tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ConfigError> {
+/// Trusts the certificates of `ca_pem`, or the system's roots without it.
+pub(crate) fn client_tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = RootCertStore::empty();
     match ca_pem {
         Some(pem) => {

@@ -153,7 +153,7 @@ impl Tokens {
 
     /// Whether `presented` equals one of the tokens. Every token is compared in constant time, so the time
     /// taken reveals neither which token nearly matched nor how much of it.
-    async fn accepts(&self, presented: &str) -> bool {
+    pub(crate) async fn accepts(&self, presented: &str) -> bool {
         self.reload_if_changed().await;
         let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         let matched = loaded
@@ -232,7 +232,7 @@ pub async fn serve(
     tls: TlsFiles,
     tokens: Tokens,
 ) -> Result<AgentServer, ServeError> {
-    let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&tls)?));
+    let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&tls, b"http/1.1")?));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -254,7 +254,8 @@ pub async fn serve(
     })
 }
 
-fn server_tls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServeError> {
+/// The serving certificate of `tls`, offering the one ALPN protocol `alpn`.
+pub(crate) fn server_tls_config(tls: &TlsFiles, alpn: &[u8]) -> Result<rustls::ServerConfig, ServeError> {
     let tls_error = |path: &Path, message: String| ServeError::Tls {
         path: path.to_owned(),
         message,
@@ -271,7 +272,7 @@ fn server_tls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServeError>
             .with_safe_default_protocol_versions()
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
             .map_err(|e| tls_error(&tls.key, e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
