@@ -198,7 +198,7 @@ impl Drop for OperatorStack {
 }
 
 /// How long real Ceph may take to peer, copy a first snapshot or run a failover on a loaded CI machine.
-pub const CONVERGE: Duration = Duration::from_secs(240);
+pub const CONVERGE: Duration = Duration::from_secs(300);
 
 /// Polls a blocking probe once a second until it yields a value; fails naming `what` (and the last error).
 pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {

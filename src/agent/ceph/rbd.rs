@@ -369,8 +369,14 @@ impl CephCli {
 
     /// Flags a non-primary copy for a full resync. A snapshot-mode copy resyncs only after the primary takes
     /// a new mirror snapshot (measured): the planner follows with `CreateMirrorSnapshot` on the primary.
+    /// rbd-mirror acts on the flag by deleting the copy and recreating it from the primary, so a copy that
+    /// is gone is a resync under way (a repeated request lands in that window), not an error.
     pub(super) async fn resync_image(&self, pool: &str, image: &str) -> AgentResult<()> {
-        if self.mirrored_image(pool, image, "resync").await?.primary {
+        let mirroring = match self.mirrored_image(pool, image, "resync").await {
+            Err(AgentError::NotFound { .. }) => return Ok(()),
+            found => found?,
+        };
+        if mirroring.primary {
             return Err(self.refused(
                 "resync",
                 format!("image {pool}/{image} is primary on this site; only a non-primary copy resyncs"),

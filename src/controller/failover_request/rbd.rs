@@ -374,6 +374,9 @@ pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
                 "image {label} is primary on site {site}; only a demoted copy is resynced"
             )),
             _ if resync_took_hold(here, mode) => Eval::Satisfied,
+            _ if since.is_some_and(|t| seconds_between(ctx.now, t) < STATUS_REFRESH.as_secs()) => Eval::Wait(
+                format!("waiting for rbd-mirror on site {site} to start resyncing {label}"),
+            ),
             _ => emit(Step::ResyncImage { pool, image }),
         },
         Task::MirrorSnapshot => match (require(here, site), seen_primary(here)) {

@@ -13,6 +13,11 @@
 //! image that is not caught up, so a description that is wrong all the same fails the promote instead of
 //! losing data.
 //!
+//! A resync takes hold only once rbd-mirror acts on the flag, which deletes the stale image before it
+//! recreates it; an observation taken meanwhile still shows the old copy. So a resync handed out is not
+//! handed out again before a status refresh has passed: a second one sent while the image is gone would
+//! find nothing to flag.
+//!
 //! After a resync, the stale copy starts rebuilding only from a mirror snapshot the primary takes after the
 //! resync (one taken in the same second may not count). The mirror-snapshot row is done once the copy
 //! receives; until then a snapshot is taken again only when the last one the row took is older than a

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{image_of, request, start_time, Lab, Request, SpecExt, A, B, POOL};
+use super::{image_of, request, row_of, start_time, Lab, Request, SpecExt, A, B, POOL};
 use crate::{
     agent::{AgentError, ImageMirrorMode, Step},
     api::{
@@ -265,6 +265,38 @@ fn failback_after_an_emergency_recovers_the_old_site_then_hands_the_images_back(
         lab.a.image_content_version(POOL, "db").expect("A answers"),
         written,
         "A has B's writes"
+    );
+}
+
+#[test]
+fn a_resync_handed_out_is_not_sent_again_before_rbd_mirror_had_time_to_act() {
+    let lab = after_emergency(Duration::from_secs(30));
+    let mut req = Request::new(request(FailoverAction::Failback, A));
+    lab.reconcile(&mut req);
+    assert_eq!(req.ran(), ["demote rbd/db@site-a"]);
+    // The resync is handed out, but rbd-mirror has not acted on it when the site is next observed.
+    let resync = lab.plan(&req);
+    req.persist(&resync);
+    assert_eq!(
+        resync.steps.iter().map(row_of).collect::<Vec<_>>(),
+        ["resync rbd/db@site-a"]
+    );
+
+    lab.clock.advance(Duration::from_secs(5));
+    let soon = lab.plan(&req);
+    assert!(soon.steps.is_empty() && soon.then.is_empty(), "{soon:#?}");
+    req.persist(&soon);
+    let message = &req.condition(READY).expect("Ready").message;
+    assert!(
+        message.contains("waiting for rbd-mirror on site site-a to start resyncing"),
+        "{message}"
+    );
+
+    lab.clock.advance(Duration::from_secs(30));
+    let later = lab.plan(&req);
+    assert_eq!(
+        later.steps, resync.steps,
+        "handed out again once a status refresh passed"
     );
 }
 
