@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod metrics;
 pub mod operator;

@@ -1,4 +1,4 @@
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use cephdr::{
@@ -8,6 +8,7 @@ use cephdr::{
         server::{self, TlsFiles, Tokens},
         Sensitive,
     },
+    cli::{self, failover::FailoverArgs, status::StatusArgs},
     controller::WatchScope,
     operator::{self, LeaseConfig, OperatorConfig},
     sync::{
@@ -17,7 +18,7 @@ use cephdr::{
         transport::SyncListener,
     },
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tracing::info;
 
 /// cephdr: Ceph multisite disaster recovery as Kubernetes resources.
@@ -97,6 +98,10 @@ enum Command {
         #[arg(long, default_value = "crds")]
         out: String,
     },
+    /// Sites, realms, zones, pools, images and running failovers, as their statuses report them.
+    Status(StatusArgs),
+    /// Plan, start and follow FailoverRequests.
+    Failover(FailoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -222,9 +227,10 @@ impl CephArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match cli.command {
+    let args = command(std::env::args_os().next().as_deref()).get_matches();
+    let args = Cli::from_arg_matches(&args).unwrap_or_else(|error| error.exit());
+    init_logging(args.log_format);
+    match args.command {
         Command::Operator {
             listen,
             namespace,
@@ -289,8 +295,19 @@ async fn main() -> Result<()> {
         }
         Command::Sync { command } => run_sync(command).await?,
         Command::Crds { out } => write_crds(&out)?,
+        Command::Status(status) => cli::status::run(&status, &mut std::io::stdout()).await?,
+        Command::Failover(failover) => cli::failover::run(&failover, &mut std::io::stdout()).await?,
     }
     Ok(())
+}
+
+/// The command line; run as the kubectl plugin, usage and help call it `kubectl cephdr`.
+fn command(argv0: Option<&OsStr>) -> clap::Command {
+    let command = Cli::command();
+    match argv0.is_some_and(cli::is_kubectl_plugin) {
+        true => command.bin_name("kubectl cephdr"),
+        false => command,
+    }
 }
 
 async fn run_sync(command: SyncCommand) -> Result<()> {
@@ -455,10 +472,29 @@ fn write_crds(out: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use std::ffi::OsStr;
+
+    use clap::{error::ErrorKind, CommandFactory};
 
     #[test]
     fn every_subcommand_is_a_well_formed_clap_command() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_as_the_kubectl_plugin_the_help_names_kubectl_cephdr() {
+        let help = |argv0: &str| {
+            let error = super::command(Some(OsStr::new(argv0)))
+                .try_get_matches_from([argv0, "failover", "watch", "--help"])
+                .expect_err("--help ends parsing");
+            assert_eq!(error.kind(), ErrorKind::DisplayHelp);
+            error.to_string()
+        };
+        let plugin = help("/usr/local/bin/kubectl-cephdr");
+        assert!(
+            plugin.contains("Usage: kubectl cephdr failover watch [OPTIONS] <NAME>"),
+            "{plugin}"
+        );
+        assert!(help("cephdr").contains("Usage: cephdr failover watch"));
     }
 }

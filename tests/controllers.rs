@@ -10,10 +10,9 @@ use cephdr::{
     agent::{ClusterAgent, PeerDirection, PoolMirrorMode},
     api::{self, conditions, CephRealm, CephSite, CephZone, RbdMirrorPool},
 };
-use common::{pool_manifest, ready, Bed};
+use common::{pool_manifest, ready, realm_manifest, zone_manifest, Bed};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
-use serde_json::json;
 
 #[tokio::test]
 async fn site_reports_identity_and_becomes_unready_when_its_agent_is_unreachable() -> Result<()> {
@@ -169,34 +168,10 @@ async fn deleting_a_pool_undoes_mirroring_unless_retained() -> Result<()> {
     Ok(())
 }
 
-fn zone_manifest(name: &str, site: &str, master: bool) -> serde_json::Value {
-    json!({"metadata": {"name": name}, "spec": {
-        "realm": "production", "zoneGroup": "us", "site": site, "master": master,
-        "endpoints": [format!("http://{site}.rgw.invalid:8080")], "rpoSeconds": 300}})
-}
-
 #[tokio::test]
 async fn realm_and_zones_converge_to_one_period_on_both_sites() -> Result<()> {
     let bed = Bed::start("controllers").await?;
-    bed.create::<CephRealm>(
-        json!({"metadata": {"name": "production"}, "spec": {"zoneGroups": [{"name": "us", "master": true}]}}),
-    )
-    .await?;
-    bed.create::<CephZone>(zone_manifest("us-east", "site-a", true))
-        .await?;
-    bed.create::<CephZone>(zone_manifest("us-west", "site-b", false))
-        .await?;
-    for zone in ["us-east", "us-west"] {
-        bed.wait::<CephZone>(zone, "Ready", Duration::from_secs(40), |z| {
-            z.status.as_ref().is_some_and(|s| ready(&s.conditions))
-        })
-        .await?;
-    }
-    let realm = bed
-        .wait::<CephRealm>("production", "Ready", Duration::from_secs(20), |r| {
-            r.status.as_ref().is_some_and(|s| ready(&s.conditions))
-        })
-        .await?;
+    let realm = bed.converged_realm().await?;
     let realm_status = realm.status.context("status")?;
     assert_eq!(realm_status.master_zone.as_deref(), Some("us-east"));
     assert!(bed
@@ -242,10 +217,7 @@ async fn realm_and_zones_converge_to_one_period_on_both_sites() -> Result<()> {
 #[tokio::test]
 async fn two_master_zones_in_one_zonegroup_are_refused_with_a_condition() -> Result<()> {
     let bed = Bed::start("controllers").await?;
-    bed.create::<CephRealm>(
-        json!({"metadata": {"name": "production"}, "spec": {"zoneGroups": [{"name": "us", "master": true}]}}),
-    )
-    .await?;
+    bed.create::<CephRealm>(realm_manifest()).await?;
     bed.create::<CephZone>(zone_manifest("us-east", "site-a", true))
         .await?;
     bed.create::<CephZone>(zone_manifest("us-west", "site-b", true))

@@ -6,30 +6,17 @@ mod common;
 
 use anyhow::{Context as _, Result};
 use cephdr::{
-    agent::{sim::SimulatedCluster, ClusterAgent, Step},
+    agent::{ClusterAgent, Step},
     api::{conditions, FailoverPhase, FailoverRequest},
     controller::failover_request::{
         plan::{BLOCKED, DRY_RUN, RESYNC_REQUIRED},
         reason,
     },
 };
-use common::{pool_manifest, Bed, PATIENCE};
+use common::{mirrored, primary, Bed, PATIENCE, POOL};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use serde_json::json;
-
-const POOL: &str = "rbd";
-
-/// Two sites mirroring pool `rbd` both ways (rbd-mirror on both), image `db` primary on site-a and
-/// replaying on site-b.
-async fn mirrored() -> Result<Bed> {
-    let bed = Bed::start("failover").await?;
-    bed.a.set_rbd_mirror_running(true)?;
-    bed.b.set_rbd_mirror_running(true)?;
-    bed.mirrored_pool(pool_manifest(POOL, "two-way", "Retain"))
-        .await?;
-    Ok(bed)
-}
 
 fn request(name: &str, action: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({"action": action, "targetSite": target, "targets": {"rbdMirrorPools": [POOL]}});
@@ -45,13 +32,6 @@ async fn wait_phase(bed: &Bed, name: &str, phase: FailoverPhase) -> Result<Failo
         r.status.as_ref().is_some_and(|s| s.phase == phase)
     })
     .await
-}
-
-/// Whether `db` is primary on the cluster (`None`: no such mirrored image).
-async fn primary(cluster: &SimulatedCluster) -> Result<Option<bool>> {
-    let pool = cluster.rbd_pool(POOL).await?;
-    let image = pool.images.into_iter().find(|i| i.name == "db");
-    Ok(image.and_then(|i| i.mirroring).map(|m| m.primary))
 }
 
 fn is_true(request: &FailoverRequest, type_: &str) -> bool {
@@ -79,7 +59,7 @@ async fn event_reasons(bed: &Bed, name: &str) -> Result<Vec<String>> {
 
 #[tokio::test]
 async fn planned_failover_moves_the_pool_to_the_target_and_reports_the_rto() -> Result<()> {
-    let bed = mirrored().await?;
+    let bed = mirrored("failover").await?;
     bed.create::<FailoverRequest>(request("to-b", "planned", "site-b", json!({})))
         .await?;
     let done = wait_phase(&bed, "to-b", FailoverPhase::Completed).await?;
@@ -116,7 +96,7 @@ async fn planned_failover_moves_the_pool_to_the_target_and_reports_the_rto() -> 
 #[tokio::test]
 async fn emergency_failover_with_the_source_down_force_promotes_and_records_the_data_loss_window(
 ) -> Result<()> {
-    let bed = mirrored().await?;
+    let bed = mirrored("failover").await?;
     // Writes the copy on site-b never got: at least a second's worth.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     bed.world.set_down("site-a", true);
@@ -148,7 +128,7 @@ async fn emergency_failover_with_the_source_down_force_promotes_and_records_the_
 
 #[tokio::test]
 async fn a_second_request_for_the_same_pool_waits_blocked_until_the_first_finishes() -> Result<()> {
-    let bed = mirrored().await?;
+    let bed = mirrored("failover").await?;
     // The demotion cannot reach site-b: the first request holds in Syncing.
     bed.world.partition("site-a", "site-b");
     bed.create::<FailoverRequest>(request("first", "planned", "site-b", json!({})))
@@ -184,7 +164,7 @@ async fn a_second_request_for_the_same_pool_waits_blocked_until_the_first_finish
 
 #[tokio::test]
 async fn dry_run_shows_the_plan_and_leaves_the_sites_untouched() -> Result<()> {
-    let bed = mirrored().await?;
+    let bed = mirrored("failover").await?;
     bed.create::<FailoverRequest>(request("what-if", "planned", "site-b", json!({"dryRun": true})))
         .await?;
     let done = wait_phase(&bed, "what-if", FailoverPhase::Completed).await?;
@@ -217,7 +197,7 @@ async fn dry_run_shows_the_plan_and_leaves_the_sites_untouched() -> Result<()> {
 
 #[tokio::test]
 async fn an_operator_restart_mid_failover_resumes_without_repeating_completed_steps() -> Result<()> {
-    let mut bed = mirrored().await?;
+    let mut bed = mirrored("failover").await?;
     bed.world.partition("site-a", "site-b");
     bed.create::<FailoverRequest>(request("move", "planned", "site-b", json!({})))
         .await?;

@@ -161,3 +161,21 @@ pub enum StepState {
     Failed,
     Skipped,
 }
+
+impl StepState {
+    /// The state as status spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the row will not change any more.
+    pub fn is_settled(self) -> bool {
+        matches!(self, StepState::Done | StepState::Failed | StepState::Skipped)
+    }
+}

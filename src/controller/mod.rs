@@ -46,7 +46,7 @@ pub enum WatchScope {
 }
 
 impl WatchScope {
-    fn api<K>(&self, client: &Client) -> Api<K>
+    pub fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
     {

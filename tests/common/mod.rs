@@ -13,7 +13,7 @@ use cephdr::{
         sim::{SimulatedCluster, SimulatedWorld},
         ClusterAgent, Step,
     },
-    api::{self, conditions, CephSite, RbdMirrorPool},
+    api::{self, conditions, CephRealm, CephSite, CephZone, RbdMirrorPool},
     controller::{self, FixedAgents, WatchScope},
     metrics::Metrics,
 };
@@ -29,6 +29,9 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 /// How long anything the controllers do may take in these tests.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The pool [`mirrored`] sets up.
+pub const POOL: &str = "rbd";
 
 /// A namespace of the real API server with the controllers running on it against two simulated sites.
 pub struct Bed {
@@ -243,6 +246,46 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// Creates realm `production` with zones `us-east` (master, site-a) and `us-west` (site-b), and waits
+    /// until the zones and the realm are Ready.
+    pub async fn converged_realm(&self) -> Result<CephRealm> {
+        self.create::<CephRealm>(realm_manifest()).await?;
+        self.create::<CephZone>(zone_manifest("us-east", "site-a", true))
+            .await?;
+        self.create::<CephZone>(zone_manifest("us-west", "site-b", false))
+            .await?;
+        for zone in ["us-east", "us-west"] {
+            self.wait::<CephZone>(zone, "Ready", PATIENCE, |z| {
+                z.status.as_ref().is_some_and(|s| ready(&s.conditions))
+            })
+            .await?;
+        }
+        self.wait::<CephRealm>("production", "Ready", PATIENCE, |r| {
+            r.status.as_ref().is_some_and(|s| ready(&s.conditions))
+        })
+        .await
+    }
+}
+
+/// A bed named after `prefix` whose sites mirror pool `rbd` both ways (rbd-mirror on both), image `db`
+/// primary on site-a and replaying on site-b.
+pub async fn mirrored(prefix: &str) -> Result<Bed> {
+    let bed = Bed::start(prefix).await?;
+    bed.a.set_rbd_mirror_running(true)?;
+    bed.b.set_rbd_mirror_running(true)?;
+    bed.mirrored_pool(pool_manifest(POOL, "two-way", "Retain"))
+        .await?;
+    Ok(bed)
+}
+
+/// Whether image `db` of [`POOL`] is primary on the cluster (`None`: no such mirrored image).
+pub async fn primary(cluster: &SimulatedCluster) -> Result<Option<bool>> {
+    let pool = cluster.rbd_pool(POOL).await?;
+    let image = pool.images.into_iter().find(|i| i.name == "db");
+    Ok(image.and_then(|i| i.mirroring).map(|m| m.primary))
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         if let Some(Controllers { stop, task }) = self.running.take() {
@@ -264,4 +307,16 @@ pub fn pool_manifest(name: &str, direction: &str, deletion: &str) -> serde_json:
         "sites": [{"site": "site-a", "role": "primary"}, {"site": "site-b", "role": "secondary"}],
         "images": {"mirrorMode": "snapshot", "names": ["db"]},
         "snapshotSchedules": [{"interval": "15m"}], "rpoSeconds": 1800}})
+}
+
+/// A `CephRealm` named `production` with one zonegroup, `us`.
+pub fn realm_manifest() -> serde_json::Value {
+    json!({"metadata": {"name": "production"}, "spec": {"zoneGroups": [{"name": "us", "master": true}]}})
+}
+
+/// A `CephZone` of realm `production`, zonegroup `us`, on `site`, with a 5-minute RPO.
+pub fn zone_manifest(name: &str, site: &str, master: bool) -> serde_json::Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "realm": "production", "zoneGroup": "us", "site": site, "master": master,
+        "endpoints": [format!("http://{site}.rgw.invalid:8080")], "rpoSeconds": 300}})
 }

@@ -306,10 +306,7 @@ impl Ledger {
     }
 
     pub(super) fn is_settled(&self, i: usize) -> bool {
-        matches!(
-            self.rows[i].state,
-            StepState::Done | StepState::Skipped | StepState::Failed
-        )
+        self.rows[i].state.is_settled()
     }
 
     /// The rows of `phase`, grouped by subject (in order of first appearance), each group in chain order.
