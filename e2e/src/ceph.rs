@@ -351,6 +351,28 @@ impl CephSite {
         hash
     }
 
+    /// Whether the image (`pool/image`) is mirroring primary here.
+    pub fn is_primary(&self, spec: &str) -> Result<bool> {
+        let info: serde_json::Value = serde_json::from_str(&self.rbd(&["info", spec, "--format", "json"])?)?;
+        info["mirroring"]["primary"]
+            .as_bool()
+            .context("rbd info shows mirroring.primary")
+    }
+
+    /// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).
+    pub fn write_some(&self, spec: &str) -> Result<String> {
+        self.rbd(&[
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "64K",
+            "--io-total",
+            "1M",
+            spec,
+        ])
+    }
+
     /// Whether the pool exists on this cluster.
     pub fn pool_exists(&self, pool: &str) -> Result<bool> {
         Ok(self

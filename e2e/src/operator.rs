@@ -12,7 +12,7 @@ use cephdr::{
         server::{serve, AgentServer, TlsFiles, Tokens},
         ClusterAgent,
     },
-    api::{self, conditions, CephSite},
+    api::{self, conditions, failover_request::FailoverRequest, CephSite},
     controller::{self, WatchScope},
     metrics::Metrics,
 };
@@ -109,6 +109,7 @@ pub struct OperatorStack {
     pub ns: TestNamespace,
     pub agents: Vec<SiteAgent>,
     pub metrics: Arc<Metrics>,
+    client: kube::Client,
     stop: Option<oneshot::Sender<()>>,
     controllers: Option<JoinHandle<()>>,
 }
@@ -127,25 +128,15 @@ impl OperatorStack {
             register_site(&ns, name, &agent.url, &token, &ca.cert_pem()).await?;
             agents.push(agent);
         }
-        let metrics = Arc::new(Metrics::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let connector = RemoteConnector::new(client.clone()).with_metrics(metrics.clone());
-        let controllers = tokio::spawn(controller::run(
-            client,
-            WatchScope::Namespace(ns.name.clone()),
-            Arc::new(connector),
-            metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let stack = OperatorStack {
+        let mut stack = OperatorStack {
             ns,
             agents,
-            metrics,
-            stop: Some(stop),
-            controllers: Some(controllers),
+            metrics: Arc::new(Metrics::default()),
+            client,
+            stop: None,
+            controllers: None,
         };
+        stack.start_controllers();
         for name in SITE_NAMES {
             stack
                 .ns
@@ -157,6 +148,66 @@ impl OperatorStack {
                 .await?;
         }
         Ok(stack)
+    }
+
+    /// Starts the controllers with fresh caches and connections, as a new operator process would.
+    pub fn start_controllers(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let connector = RemoteConnector::new(self.client.clone()).with_metrics(self.metrics.clone());
+        self.controllers = Some(tokio::spawn(controller::run(
+            self.client.clone(),
+            WatchScope::Namespace(self.ns.name.clone()),
+            Arc::new(connector),
+            self.metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+        self.stop = Some(stop);
+    }
+
+    /// Ends the controllers the way a killed operator ends: at once, reconciles and agent calls cut off
+    /// wherever they are.
+    pub async fn kill_controllers(&mut self) {
+        self.stop = None;
+        if let Some(task) = self.controllers.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// FailoverRequests on the bed's pools.
+impl OperatorStack {
+    /// Creates FailoverRequest `name` of `action` towards `target` for RbdMirrorPool `pool`.
+    pub async fn request_failover(&self, name: &str, action: &str, target: &str, pool: &str) -> Result<()> {
+        self.ns
+            .create::<FailoverRequest>(json!({"metadata": {"name": name}, "spec": {
+                "action": action, "targetSite": target, "targets": {"rbdMirrorPools": [pool]},
+                "maxLagSeconds": 600}}))
+            .await
+            .map(drop)
+    }
+
+    /// The request once it is Completed or Failed.
+    pub async fn finished(&self, name: &str) -> Result<FailoverRequest> {
+        self.ns
+            .wait::<FailoverRequest>(name, "finished", CONVERGE, |request| {
+                request.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+            })
+            .await
+    }
+
+    /// Requests a failover and waits until it is Completed or Failed.
+    pub async fn failover(
+        &self,
+        name: &str,
+        action: &str,
+        target: &str,
+        pool: &str,
+    ) -> Result<FailoverRequest> {
+        self.request_failover(name, action, target, pool).await?;
+        self.finished(name).await
     }
 }
 

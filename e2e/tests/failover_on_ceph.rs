@@ -5,57 +5,9 @@
 use anyhow::{Context as _, Result};
 use cephdr::api::{
     conditions,
-    failover_request::{FailoverPhase, FailoverRequest, StepState},
+    failover_request::{FailoverPhase, StepState},
 };
-use cephdr_e2e::{
-    operator::{OperatorStack, CONVERGE},
-    process::random_hex,
-    shared_ceph_sites, shared_control_plane, CephSite,
-};
-use serde_json::json;
-
-/// Whether the image is mirroring primary on `site`.
-fn is_primary(site: &CephSite, spec: &str) -> Result<bool> {
-    let info: serde_json::Value = serde_json::from_str(&site.rbd(&["info", spec, "--format", "json"])?)?;
-    info["mirroring"]["primary"]
-        .as_bool()
-        .context("rbd info shows mirroring.primary")
-}
-
-/// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).
-fn write_some(site: &CephSite, spec: &str) -> Result<String> {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "64K",
-        "--io-total",
-        "1M",
-        spec,
-    ])
-}
-
-async fn run_failover(
-    stack: &OperatorStack,
-    name: &str,
-    action: &str,
-    target: &str,
-    pool: &str,
-) -> Result<FailoverRequest> {
-    stack
-        .ns
-        .create::<FailoverRequest>(json!({"metadata": {"name": name}, "spec": {
-            "action": action, "targetSite": target, "targets": {"rbdMirrorPools": [pool]},
-            "maxLagSeconds": 600}}))
-        .await?;
-    stack
-        .ns
-        .wait::<FailoverRequest>(name, "finished", CONVERGE, |request| {
-            request.status.as_ref().is_some_and(|s| s.phase.is_terminal())
-        })
-        .await
-}
+use cephdr_e2e::{operator::OperatorStack, process::random_hex, shared_ceph_sites, shared_control_plane};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write() -> Result<()> {
@@ -72,10 +24,12 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
         .await?;
 
     // Writes acknowledged on A after the last scheduled snapshot: the demotion snapshot must carry them.
-    write_some(&sites.a, &spec)?;
+    sites.a.write_some(&spec)?;
     let acknowledged = sites.a.image_checksum(&spec)?;
 
-    let done = run_failover(&stack, "move-to-b", "planned", "site-b", "vm-disks").await?;
+    let done = stack
+        .failover("move-to-b", "planned", "site-b", "vm-disks")
+        .await?;
     let status = done.status.context("status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
     assert!(
@@ -93,16 +47,16 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
     );
 
     // Exactly one primary, on B, holding every acknowledged write.
-    assert!(is_primary(&sites.b, &spec)?, "db is primary on B");
-    assert!(!is_primary(&sites.a, &spec)?, "db is no longer primary on A");
+    assert!(sites.b.is_primary(&spec)?, "db is primary on B");
+    assert!(!sites.a.is_primary(&spec)?, "db is no longer primary on A");
     assert_eq!(
         sites.b.image_checksum(&spec)?,
         acknowledged,
         "no acknowledged write lost"
     );
-    write_some(&sites.b, &spec).context("B accepts writes")?;
+    sites.b.write_some(&spec).context("B accepts writes")?;
     assert!(
-        write_some(&sites.a, &spec).is_err(),
+        sites.a.write_some(&spec).is_err(),
         "A refuses writes after demotion"
     );
     Ok(())
@@ -124,16 +78,21 @@ async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
 
     // Site A's agent goes away: the operator can no longer reach site A.
     stack.agents[0].stop().await;
-    let done = run_failover(&stack, "site-a-lost", "emergency", "site-b", "vm-disks").await?;
+    let done = stack
+        .failover("site-a-lost", "emergency", "site-b", "vm-disks")
+        .await?;
     let status = done.status.context("status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
-    assert!(is_primary(&sites.b, &spec)?, "db force-promoted on B");
+    assert!(sites.b.is_primary(&spec)?, "db force-promoted on B");
     assert_eq!(
         sites.b.image_checksum(&spec)?,
         replicated,
         "B holds the last synced snapshot's bytes"
     );
-    write_some(&sites.b, &spec).context("B accepts writes after the forced promotion")?;
+    sites
+        .b
+        .write_some(&spec)
+        .context("B accepts writes after the forced promotion")?;
     assert!(
         status.data_loss_window_seconds.is_some(),
         "the loss window is reported: {status:#?}"
@@ -151,11 +110,13 @@ async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
     // Site A returns: failback resyncs it from B and moves the primary home, with B's writes.
     stack.agents[0].restart().await?;
     let written_on_b = sites.b.image_checksum(&spec)?;
-    let back = run_failover(&stack, "back-to-a", "failback", "site-a", "vm-disks").await?;
+    let back = stack
+        .failover("back-to-a", "failback", "site-a", "vm-disks")
+        .await?;
     let status = back.status.context("failback status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
-    assert!(is_primary(&sites.a, &spec)?, "db is primary on A again");
-    assert!(!is_primary(&sites.b, &spec)?, "and only there");
+    assert!(sites.a.is_primary(&spec)?, "db is primary on A again");
+    assert!(!sites.b.is_primary(&spec)?, "and only there");
     assert_eq!(
         sites.a.image_checksum(&spec)?,
         written_on_b,
