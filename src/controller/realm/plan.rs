@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::{
     agent::{RgwRealmState, Step, SyncGroup},
     api::{
         common::DeletionPolicy,
-        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        conditions::reason,
         realm::{CephRealmSpec, CephRealmStatus, PeriodStatus},
     },
-    plan::{Plan, SiteStep},
+    plan::{describe, Health, Plan, SiteStep},
 };
 
 #[cfg(test)]
@@ -334,59 +334,12 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
         .cleanup_complete(gone)
 }
 
-fn describe(steps: &[SiteStep]) -> String {
-    steps
-        .iter()
-        .map(SiteStep::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where the realm stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
-#[derive(Clone, Debug, PartialEq)]
-enum Health {
-    Ready(String),
-    Progressing { reason: &'static str, message: String },
-    Stalled { reason: &'static str, message: String },
-}
-
 impl Health {
-    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Progressing {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Stalled {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn conditions(&self) -> Vec<Condition> {
-        match self {
-            Health::Ready(message) => vec![
-                condition(READY, true, reason::RECONCILED, message.as_str(), None),
-                condition(RECONCILING, false, reason::RECONCILED, "", None),
-            ],
-            Health::Progressing { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, true, reason, message.as_str(), None),
-            ],
-            Health::Stalled { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, false, reason, "", None),
-                condition(STALLED, true, reason, message.as_str(), None),
-            ],
-        }
-    }
-
     fn into_plan(self, steps: Vec<SiteStep>, status: CephRealmStatus) -> RealmPlan {
-        let requeue = match (&self, steps.is_empty()) {
-            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
-            _ => REQUEUE_IDLE,
+        let requeue = if self.settled(&steps) {
+            REQUEUE_IDLE
+        } else {
+            REQUEUE_CONVERGING
         };
         let conditions = self.conditions();
         RealmPlan {

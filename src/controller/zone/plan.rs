@@ -11,10 +11,10 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp}
 use crate::{
     agent::{LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync},
     api::{
-        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        conditions::reason,
         zone::{CephZoneSpec, CephZoneStatus, ZoneRole},
     },
-    plan::{Plan, SiteStep},
+    plan::{describe, Health, Plan, SiteStep},
 };
 
 mod deletion;
@@ -402,59 +402,12 @@ fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer)
     }
 }
 
-fn describe(steps: &[SiteStep]) -> String {
-    steps
-        .iter()
-        .map(SiteStep::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where the zone stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
-#[derive(Clone, Debug, PartialEq)]
-enum Health {
-    Ready(String),
-    Progressing { reason: &'static str, message: String },
-    Stalled { reason: &'static str, message: String },
-}
-
 impl Health {
-    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Progressing {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Stalled {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn conditions(&self) -> Vec<Condition> {
-        match self {
-            Health::Ready(message) => vec![
-                condition(READY, true, reason::RECONCILED, message.as_str(), None),
-                condition(RECONCILING, false, reason::RECONCILED, "", None),
-            ],
-            Health::Progressing { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, true, reason, message.as_str(), None),
-            ],
-            Health::Stalled { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, false, reason, "", None),
-                condition(STALLED, true, reason, message.as_str(), None),
-            ],
-        }
-    }
-
     fn into_outcome(self, steps: Vec<SiteStep>) -> Outcome {
-        let requeue = match (&self, steps.is_empty()) {
-            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
-            _ => REQUEUE_IDLE,
+        let requeue = if self.settled(&steps) {
+            REQUEUE_IDLE
+        } else {
+            REQUEUE_CONVERGING
         };
         Outcome {
             conditions: self.conditions(),

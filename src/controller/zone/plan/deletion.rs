@@ -8,11 +8,11 @@
 //! - The period's master zone goes last: Ceph commits no period without it, so once it is the only zone of
 //!   the period it is deleted locally, and the realm's own deletion takes the period away.
 
-use super::{describe, Health, Observed, Outcome, RealmContext, ZoneView};
+use super::{Observed, Outcome, RealmContext, ZoneView};
 use crate::{
     agent::Step,
     api::{common::DeletionPolicy, conditions::reason, zone::CephZoneSpec},
-    plan::SiteStep,
+    plan::{describe, Health, SiteStep},
 };
 
 pub(super) fn plan(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Outcome {

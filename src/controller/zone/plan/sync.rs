@@ -6,14 +6,14 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::{Health, Observed, Prerequisites};
+use super::{Observed, Prerequisites};
 use crate::{
     agent::{Step, SyncShards, ZoneSync},
     api::{
         conditions::{condition, reason, RPO_MET, SYNCED},
         zone::{CephZoneSpec, CephZoneStatus, SourceSyncProgress, SyncProgress, ZoneSyncStatus},
     },
-    plan::SiteStep,
+    plan::{Health, SiteStep},
 };
 
 /// Condition type: a secondary's metadata sync made no progress for too long.
