@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::{
-    agent::{RgwRealmState, Step, SyncGroup},
+    agent::{AgentError, RgwRealmState, Step, SyncGroup},
     api::{
         common::DeletionPolicy,
         conditions::reason,
@@ -46,7 +46,7 @@ pub struct Observed {
     pub zones: Vec<MemberZone>,
     /// The realm on the master zone's site, with the sync policy of each zonegroup; `Err` says why it could
     /// not be observed. `None` when no master zone is known (nothing to observe yet).
-    pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), String>>,
+    pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), AgentError>>,
     /// `CephSite`s whose cluster still holds the realm, observed while deleting. Once the last `CephZone`
     /// is gone the master site can no longer be told from the zones, so the reconciler names the sites to
     /// remove the realm from (the former master's, and any that pulled a copy).
@@ -113,7 +113,7 @@ fn master_site<'a>(
             format!("realm not observed on site {} yet", master.site),
         )),
         Some(Err(error)) => Err(Health::progressing(
-            reason::AGENT_UNREACHABLE,
+            error.reason(),
             format!(
                 "cannot read realm {} on site {}: {error}",
                 observed.realm, master.site

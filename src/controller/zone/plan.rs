@@ -9,7 +9,9 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 
 use crate::{
-    agent::{LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync},
+    agent::{
+        AgentError, LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync,
+    },
     api::{
         conditions::reason,
         zone::{CephZoneSpec, CephZoneStatus, ZoneRole},
@@ -69,9 +71,9 @@ pub struct Observed {
     pub site: String,
     pub context: RealmContext,
     /// The realm as the zone's site sees it; `Err` says why it could not be observed.
-    pub local: Result<RgwRealmState, String>,
+    pub local: Result<RgwRealmState, AgentError>,
     /// Sync status of the zone, when it exists and is a secondary.
-    pub sync: Option<Result<ZoneSync, String>>,
+    pub sync: Option<Result<ZoneSync, AgentError>>,
     /// Sync status figures of previous probes (newest last), for wedge detection.
     pub previous: Option<CephZoneStatus>,
     pub deleting: bool,
@@ -190,21 +192,27 @@ fn prerequisites<'a>(spec: &CephZoneSpec, observed: &'a Observed) -> Result<Prer
             format!("zonegroup {} has no master zone endpoint yet", spec.zone_group),
         ));
     }
-    let state = observed.local.as_ref().map_err(|error| {
-        Health::progressing(
-            reason::AGENT_UNREACHABLE,
-            format!(
-                "cannot read realm {} on site {}: {error}",
-                observed.realm, observed.site
-            ),
-        )
-    })?;
+    let state = observed
+        .local
+        .as_ref()
+        .map_err(|error| unobserved(observed, error))?;
     Ok(Prerequisites {
         state,
         realm_id,
         keys,
         master_endpoint,
     })
+}
+
+/// The realm could not be read on the zone's site; the condition reason says what failed.
+fn unobserved(observed: &Observed, error: &AgentError) -> Health {
+    Health::progressing(
+        error.reason(),
+        format!(
+            "cannot read realm {} on site {}: {error}",
+            observed.realm, observed.site
+        ),
+    )
 }
 
 /// The zone as the site's realm state shows it: locally defined, and in the site's committed period.
