@@ -18,6 +18,8 @@ mod rbd_tests;
 mod rgw;
 #[cfg(test)]
 mod rgw_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{
     collections::BTreeMap,
