@@ -159,6 +159,22 @@ fn realm_mut<'a>(world: &'a mut WorldState, site: &str, realm: &str) -> AgentRes
         .ok_or_else(|| not_found(site, format!("realm {realm}")))
 }
 
+fn local_realm<'a>(world: &'a WorldState, site: &str, realm: &str) -> AgentResult<&'a Realm> {
+    world
+        .cluster(site)?
+        .rgw
+        .realms
+        .get(realm)
+        .ok_or_else(|| not_found(site, format!("realm {realm}")))
+}
+
+fn zone_mut<'a>(world: &'a mut WorldState, site: &str, realm: &str, zone: &str) -> AgentResult<&'a mut Zone> {
+    realm_mut(world, site, realm)?
+        .zones
+        .get_mut(zone)
+        .ok_or_else(|| not_found(site, format!("zone {zone}")))
+}
+
 fn zone_group_mut<'a>(realm: &'a mut Realm, site: &str, zone_group: &str) -> AgentResult<&'a mut ZoneGroup> {
     realm
         .zone_groups
@@ -361,12 +377,7 @@ impl WorldState {
         step: &Step,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let staged = local.staged();
         if staged.master_zone.is_empty() {
             return Err(refused(site, step, "the master zonegroup has no master zone"));
@@ -511,10 +522,7 @@ impl WorldState {
         zone: &str,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.metadata_sync_stalled_at = None;
         local.metadata_sync_restarted_at = Some(now);
         Ok(())
@@ -528,10 +536,7 @@ impl WorldState {
         stalled: bool,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.metadata_sync_stalled_at = if stalled {
             local.metadata_sync_stalled_at.or(Some(now))
         } else {
@@ -588,10 +593,7 @@ impl WorldState {
         now: Timestamp,
     ) -> AgentResult<()> {
         let forget_up_to = self.oldest_undelivered_from(site, now);
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.data_log.record(now, count, forget_up_to);
         Ok(())
     }
@@ -640,12 +642,7 @@ impl WorldState {
         zone: &str,
         now: Timestamp,
     ) -> AgentResult<ZoneSync> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let zone_state = local
             .zones
             .get(zone)
@@ -704,12 +701,7 @@ impl WorldState {
         realm: &str,
         zone_group: &str,
     ) -> AgentResult<Vec<SyncGroup>> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let group = local
             .zone_groups
             .get(zone_group)
