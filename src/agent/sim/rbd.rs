@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::{command_failed, not_found, refused, ClusterState, IdGen, WorldState};
 use crate::agent::{
-    AgentResult, ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive, Step,
+    split::Schedule, AgentResult, ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive,
+    Step,
 };
 
 /// `rbd_mirroring_max_mirroring_snapshots` on 16.2.15: older mirror snapshots are pruned.
@@ -247,18 +248,6 @@ impl std::ops::Deref for ImageMut<'_> {
 impl std::ops::DerefMut for ImageMut<'_> {
     fn deref_mut(&mut self) -> &mut Image {
         self.image
-    }
-}
-
-pub(super) fn schedule_entry(
-    image: &Option<String>,
-    interval: &str,
-    start_time: &Option<String>,
-) -> ScheduleEntry {
-    ScheduleEntry {
-        image: image.clone(),
-        interval: interval.to_string(),
-        start_time: start_time.clone(),
     }
 }
 
@@ -804,21 +793,18 @@ impl WorldState {
         &mut self,
         site: &str,
         pool: &str,
-        image: &Option<String>,
-        interval: &str,
-        start_time: &Option<String>,
+        schedule: Schedule<'_>,
         step: &Step,
     ) -> AgentResult<()> {
-        if parse_interval(interval).is_none() {
-            return Err(refused(site, step, format!("invalid interval ({interval})")));
+        if parse_interval(schedule.interval).is_none() {
+            let message = format!("invalid interval ({})", schedule.interval);
+            return Err(refused(site, step, message));
         }
         let pool_state = pool_mut(&mut self.clusters, site, pool)?;
-        if let Some(image) = image {
+        if let Some(image) = schedule.image {
             image_in(pool_state, site, pool, image)?;
         }
-        pool_state
-            .schedules
-            .insert(schedule_entry(image, interval, start_time));
+        pool_state.schedules.insert(schedule.entry());
         Ok(())
     }
 }
