@@ -5,7 +5,10 @@ use std::{fmt, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::agent::Step;
+use crate::{
+    agent::Step,
+    api::conditions::{condition, reason, READY, RECONCILING, STALLED},
+};
 
 /// A step bound to the `CephSite` (resource name) whose agent runs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,17 +50,95 @@ impl Plan {
             return self
                 .conditions
                 .iter()
-                .find(|c| c.type_ == crate::api::conditions::READY)
+                .find(|c| c.type_ == READY)
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
         }
-        self.steps
-            .iter()
-            .map(SiteStep::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe(&self.steps)
+    }
+}
+
+/// Steps as a message lists them: `verb target@site, ...`.
+pub fn describe(steps: &[SiteStep]) -> String {
+    steps
+        .iter()
+        .map(SiteStep::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where a resource stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Health {
+    Ready(String),
+    Progressing { reason: &'static str, message: String },
+    Stalled { reason: &'static str, message: String },
+}
+
+impl Health {
+    pub fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Progressing {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
+        Health::Stalled {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn conditions(&self) -> Vec<Condition> {
+        match self {
+            Health::Ready(message) => vec![
+                condition(READY, true, reason::RECONCILED, message.as_str(), None),
+                condition(RECONCILING, false, reason::RECONCILED, "", None),
+            ],
+            Health::Progressing { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, true, reason, message.as_str(), None),
+            ],
+            Health::Stalled { reason, message } => vec![
+                condition(READY, false, reason, message.as_str(), None),
+                condition(RECONCILING, false, reason, "", None),
+                condition(STALLED, true, reason, message.as_str(), None),
+            ],
+        }
+    }
+
+    /// Nothing to run and nothing awaited: only an edit of the resource, which the watch sees, changes
+    /// anything, so the next look can wait.
+    pub fn settled(&self, steps: &[SiteStep]) -> bool {
+        steps.is_empty() && !matches!(self, Health::Progressing { .. })
     }
 }
 
 #[cfg(test)]
 pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::kstatus_violation, *};
+
+    #[test]
+    fn every_health_reports_kstatus_consistent_conditions() {
+        for health in [
+            Health::Ready("realm at period epoch 2".into()),
+            Health::progressing(reason::PROGRESSING, "applying commit-period r@a"),
+            Health::stalled(reason::CONFLICT, "zones a and b all claim master"),
+        ] {
+            assert_eq!(kstatus_violation(&health.conditions()), None, "{health:?}");
+        }
+    }
+
+    #[test]
+    fn only_nothing_to_run_and_nothing_awaited_is_settled() {
+        let commit = SiteStep::new("a", Step::CommitPeriod { realm: "r".into() });
+        assert!(Health::Ready(String::new()).settled(&[]));
+        assert!(Health::stalled(reason::CONFLICT, "").settled(&[]));
+        assert!(!Health::progressing(reason::PROGRESSING, "").settled(&[]));
+        assert!(!Health::Ready(String::new()).settled(&[commit]));
+    }
+}

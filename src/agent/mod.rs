@@ -10,6 +10,7 @@ pub mod faults;
 pub mod remote;
 pub mod server;
 pub mod sim;
+pub mod split;
 
 use std::fmt;
 

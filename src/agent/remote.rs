@@ -7,7 +7,6 @@
 
 use std::{
     collections::HashMap,
-    error::Error as StdError,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -43,6 +42,7 @@ use super::{
 use crate::{
     api::{common::SecretKeyRef, site::AgentEndpoint, CephSite},
     controller::{AgentConnector, Error, Result},
+    error_chain,
     metrics::Metrics,
 };
 
@@ -400,18 +400,6 @@ fn backoff(attempt: u32) -> Duration {
     BACKOFF_BASE
         .saturating_mul(1 << (attempt - 1).min(8))
         .mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-/// An error with its causes: hyper's own message ("client error (Connect)") says little without them.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 fn excerpt(body: &[u8]) -> String {

@@ -18,6 +18,8 @@ mod rbd_tests;
 mod rgw;
 #[cfg(test)]
 mod rgw_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +32,7 @@ use async_trait::async_trait;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
+    split::{RbdStep, RgwStep, Split},
     AgentError, AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step,
     SyncGroup, ZoneSync,
 };
@@ -395,143 +398,80 @@ impl WorldState {
     }
 
     fn execute(&mut self, site: &str, step: &Step, now: Timestamp) -> AgentResult<()> {
-        match step {
-            Step::CreateRealm { realm } => self.create_realm(site, realm),
-            Step::CreateZoneGroup {
-                realm,
-                zone_group,
-                endpoints,
-                master,
-            } => self.create_zone_group(site, realm, zone_group, endpoints, *master),
-            Step::CreateZone {
-                realm,
-                zone_group,
-                zone,
-                endpoints,
-                master,
-                read_only,
-                keys,
-            } => {
-                let zone_spec = rgw::ZoneSpec {
-                    endpoints,
-                    master: *master,
-                    read_only: *read_only,
-                    keys,
-                };
-                self.create_zone(site, realm, zone_group, zone, zone_spec)
-            }
-            Step::ModifyZone {
-                realm,
-                zone_group,
-                zone,
-                master,
-                read_only,
-            } => {
-                let change = rgw::ZoneChange {
-                    master: *master,
-                    read_only: *read_only,
-                };
-                self.modify_zone(site, realm, zone_group, zone, change, now)
-            }
-            Step::CreateSystemUser { uid, keys } => self.create_system_user(site, uid, keys, now),
-            Step::CommitPeriod { realm } => self.commit_period(site, realm, step, now),
-            Step::PullRealm { realm, url, keys } => self.pull_realm(
-                site,
-                rgw::Pull {
-                    realm,
-                    url,
-                    keys,
-                    create_realm: true,
-                },
-                step,
-                now,
-            ),
-            Step::PullPeriod { realm, url, keys } => self.pull_realm(
-                site,
-                rgw::Pull {
-                    realm,
-                    url,
-                    keys,
-                    create_realm: false,
-                },
-                step,
-                now,
-            ),
-            Step::InitMetadataSync { realm, zone } => self.init_metadata_sync(site, realm, zone, now),
-            Step::SetSyncPolicy {
-                realm,
-                zone_group,
-                groups,
-            } => self.set_sync_policy(site, realm, zone_group, groups),
-            Step::DeleteZone {
-                realm,
-                zone_group,
-                zone,
-            } => self.delete_zone(site, realm, zone_group, zone),
-            Step::DeleteZoneGroup { realm, zone_group } => self.delete_zone_group(site, realm, zone_group),
-            Step::DeleteRealm { realm } => {
-                self.cluster_mut(site)?.rgw.realms.remove(realm);
-                Ok(())
-            }
-            Step::CreatePool { pool } => {
-                self.cluster_mut(site)?.rbd.pools.entry(pool.clone()).or_default();
-                Ok(())
-            }
-            Step::EnablePoolMirroring {
-                pool,
-                mode,
-                site_name,
-            } => self.enable_pool_mirroring(site, pool, *mode, site_name, step, now),
-            Step::DisablePoolMirroring { pool } => self.disable_pool_mirroring(site, pool, step),
-            Step::ImportPeer {
-                pool,
-                token,
-                direction,
-                site_name,
-            } => self.import_peer(site, pool, token, *direction, site_name, step),
-            Step::SetPeerDirection {
-                pool,
-                uuid,
-                direction,
-            } => self.set_peer_direction(site, pool, uuid, *direction),
-            Step::RemovePeer { pool, uuid } => {
-                rbd::pool_mut(&mut self.clusters, site, pool)?
-                    .peers
-                    .retain(|peer| &peer.uuid != uuid);
-                Ok(())
-            }
-            Step::EnableImageMirroring { pool, image, mode } => {
-                self.enable_image_mirroring(site, pool, image, *mode, step, now)
-            }
-            Step::DisableImageMirroring { pool, image } => {
-                self.disable_image_mirroring(site, pool, image, step)
-            }
-            Step::CreateMirrorSnapshot { pool, image } => {
-                self.create_mirror_snapshot(site, pool, image, step, now)
-            }
-            Step::PromoteImage { pool, image, force } => {
-                self.promote_image(site, pool, image, *force, step, now)
-            }
-            Step::DemoteImage { pool, image } => self.demote_image(site, pool, image, step, now),
-            Step::ResyncImage { pool, image } => self.resync_image(site, pool, image, step, now),
-            Step::AddSnapshotSchedule {
-                pool,
-                image,
-                interval,
-                start_time,
-            } => self.add_snapshot_schedule(site, pool, image, interval, start_time, step),
-            Step::RemoveSnapshotSchedule {
-                pool,
-                image,
-                interval,
-                start_time,
-            } => {
-                let schedule = rbd::schedule_entry(image, interval, start_time);
-                rbd::pool_mut(&mut self.clusters, site, pool)?
-                    .schedules
-                    .remove(&schedule);
-                Ok(())
-            }
+        match step.split() {
+            Split::Rgw(rgw_step) => match rgw_step {
+                RgwStep::CreateRealm { realm } => self.create_realm(site, realm),
+                RgwStep::CreateZoneGroup(group, wanted) => self.create_zone_group(site, group, wanted),
+                RgwStep::CreateZone(zone, wanted) => self.create_zone(site, zone, wanted),
+                RgwStep::ModifyZone(zone, change) => self.modify_zone(site, zone, change, now),
+                RgwStep::CreateSystemUser { uid, keys } => self.create_system_user(site, uid, keys, now),
+                RgwStep::CommitPeriod { realm } => self.commit_period(site, realm, step, now),
+                RgwStep::Pull(pull) => self.pull_realm(site, pull, step, now),
+                RgwStep::InitMetadataSync { realm, zone } => self.init_metadata_sync(site, realm, zone, now),
+                RgwStep::SetSyncPolicy(group, groups) => self.set_sync_policy(site, group, groups),
+                RgwStep::DeleteZone(zone) => self.delete_zone(site, zone),
+                RgwStep::DeleteZoneGroup(group) => self.delete_zone_group(site, group),
+                RgwStep::DeleteRealm { realm } => {
+                    self.cluster_mut(site)?.rgw.realms.remove(realm);
+                    Ok(())
+                }
+            },
+            Split::Rbd(rbd_step) => match rbd_step {
+                RbdStep::CreatePool { pool } => {
+                    self.cluster_mut(site)?
+                        .rbd
+                        .pools
+                        .entry(pool.to_string())
+                        .or_default();
+                    Ok(())
+                }
+                RbdStep::EnablePoolMirroring {
+                    pool,
+                    mode,
+                    site_name,
+                } => self.enable_pool_mirroring(site, pool, mode, site_name, step, now),
+                RbdStep::DisablePoolMirroring { pool } => self.disable_pool_mirroring(site, pool, step),
+                RbdStep::ImportPeer {
+                    pool,
+                    token,
+                    direction,
+                    site_name,
+                } => self.import_peer(site, pool, token, direction, site_name, step),
+                RbdStep::SetPeerDirection {
+                    pool,
+                    uuid,
+                    direction,
+                } => self.set_peer_direction(site, pool, uuid, direction),
+                RbdStep::RemovePeer { pool, uuid } => {
+                    rbd::pool_mut(&mut self.clusters, site, pool)?
+                        .peers
+                        .retain(|peer| peer.uuid != uuid);
+                    Ok(())
+                }
+                RbdStep::EnableImageMirroring { pool, image, mode } => {
+                    self.enable_image_mirroring(site, pool, image, mode, step, now)
+                }
+                RbdStep::DisableImageMirroring { pool, image } => {
+                    self.disable_image_mirroring(site, pool, image, step)
+                }
+                RbdStep::CreateMirrorSnapshot { pool, image } => {
+                    self.create_mirror_snapshot(site, pool, image, step, now)
+                }
+                RbdStep::PromoteImage { pool, image, force } => {
+                    self.promote_image(site, pool, image, force, step, now)
+                }
+                RbdStep::DemoteImage { pool, image } => self.demote_image(site, pool, image, step, now),
+                RbdStep::ResyncImage { pool, image } => self.resync_image(site, pool, image, step, now),
+                RbdStep::AddSnapshotSchedule { pool, schedule } => {
+                    self.add_snapshot_schedule(site, pool, schedule, step)
+                }
+                RbdStep::RemoveSnapshotSchedule { pool, schedule } => {
+                    rbd::pool_mut(&mut self.clusters, site, pool)?
+                        .schedules
+                        .remove(&schedule.entry());
+                    Ok(())
+                }
+            },
         }
     }
 }

@@ -61,10 +61,46 @@ impl Error {
 }
 
 impl Error {
+    /// A failure to reach `site`'s agent as a planner carries it: the agent's own error as it is, anything
+    /// else (no such `CephSite`, a missing Secret) as the agent being unreachable.
+    pub fn into_agent_error(self, site: &str) -> AgentError {
+        match self {
+            Error::Agent { source, .. } => source,
+            other => AgentError::Unreachable {
+                site: site.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+
     pub fn agent(site: &str) -> impl FnOnce(AgentError) -> Error + '_ {
         move |source| Error::Agent {
             site: site.to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planner_gets_the_agents_own_error_or_else_an_unreachable_agent() {
+        let refused = AgentError::Refused {
+            site: "site-a".into(),
+            action: "realm get".into(),
+            message: "busy".into(),
+        };
+        assert_eq!(
+            Error::agent("site-a")(refused.clone()).into_agent_error("site-a"),
+            refused
+        );
+        let missing = Error::SiteNotFound("site-b".into()).into_agent_error("site-b");
+        assert_eq!(missing.reason(), "AgentUnreachable");
+        assert_eq!(
+            missing.to_string(),
+            "agent of site site-b unreachable: CephSite site-b not found in this namespace"
+        );
     }
 }

@@ -32,6 +32,7 @@ use super::{
         Chunk, ChunkBuilder, Control, Frame, FrameError, FrameOptions, FrameReader, FrameWriter, WireStats,
     },
 };
+use crate::error_chain;
 
 /// Chunk sizes a sender accepts; others are clamped into this range.
 pub const MIN_CHUNK_SIZE: u32 = 64;
@@ -53,22 +54,6 @@ pub trait Target: Send {
 
 #[async_trait]
 impl<T: Target + ?Sized> Target for &mut T {
-    async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
-        (**self).begin(checkpoint).await
-    }
-    async fn apply(&mut self, chunk: &Chunk) -> Result<(), TargetError> {
-        (**self).apply(chunk).await
-    }
-    async fn commit(&mut self) -> Result<u64, TargetError> {
-        (**self).commit().await
-    }
-    async fn finish(&mut self) -> Result<(), TargetError> {
-        (**self).finish().await
-    }
-}
-
-#[async_trait]
-impl<T: Target + ?Sized> Target for Box<T> {
     async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
         (**self).begin(checkpoint).await
     }
@@ -493,17 +478,6 @@ async fn commit<T: Target>(
     checkpoint.offset = offset;
     checkpoint.save(path).await?;
     Ok(())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

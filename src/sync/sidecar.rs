@@ -21,7 +21,7 @@ use super::{
     store::DirectoryStore,
     transport::{connect, SyncListener, TransportError},
 };
-use crate::agent::Sensitive;
+use crate::{agent::Sensitive, error_chain};
 
 /// Where a receiver puts what it receives.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl Receiver {
         }
     }
 
-    async fn choose(&self, transfer: Transfer) -> Result<(Box<dyn Target>, PathBuf), SyncError> {
+    async fn choose(&self, transfer: Transfer) -> Result<(Guarded, PathBuf), SyncError> {
         let image = transfer.image.clone();
         let refuse = |reason| SyncError::Refused {
             image: image.clone(),
@@ -107,13 +107,11 @@ impl Receiver {
                 (Box::new(store.target()), store.checkpoint_path())
             }
         };
-        Ok((
-            Box::new(Guarded {
-                target,
-                _guard: guard,
-            }),
-            checkpoint,
-        ))
+        let guarded = Guarded {
+            target,
+            _guard: guard,
+        };
+        Ok((guarded, checkpoint))
     }
 }
 
@@ -259,17 +257,6 @@ impl Sender {
         export.wait().await?;
         Ok(report)
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

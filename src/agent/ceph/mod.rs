@@ -19,7 +19,9 @@ use tracing::Instrument;
 
 use self::command::{CephCommand, CommandOutput, Target};
 use super::{
-    AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step, SyncGroup, ZoneSync,
+    split::{RbdStep, RgwStep, Split},
+    AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step, SyncGroup,
+    ZoneSync,
 };
 
 /// How long one CLI run may take before it is killed: long enough for a period commit forwarded to a
@@ -84,105 +86,63 @@ impl CephCli {
     }
 
     async fn run_step(&self, step: &Step) -> AgentResult<()> {
+        match step.split() {
+            Split::Rgw(step) => self.run_rgw_step(step).await,
+            Split::Rbd(step) => self.run_rbd_step(step).await,
+        }
+    }
+
+    async fn run_rgw_step(&self, step: RgwStep<'_>) -> AgentResult<()> {
         match step {
-            Step::CreateRealm { realm } => self.create_realm(realm).await,
-            Step::CreateZoneGroup {
-                realm,
-                zone_group,
-                endpoints,
-                master,
-            } => {
-                self.create_zone_group(realm, zone_group, endpoints, *master)
-                    .await
-            }
-            Step::CreateZone {
-                realm,
-                zone_group,
-                zone,
-                endpoints,
-                master,
-                read_only,
-                keys,
-            } => {
-                let wanted = rgw::WantedZone {
-                    endpoints,
-                    master: *master,
-                    read_only: *read_only,
-                    keys,
-                };
-                self.create_zone(realm, zone_group, zone, wanted).await
-            }
-            Step::ModifyZone {
-                realm,
-                zone_group,
-                zone,
-                master,
-                read_only,
-            } => {
-                self.modify_zone(realm, zone_group, zone, *master, *read_only)
-                    .await
-            }
-            Step::CreateSystemUser { uid, keys } => self.create_system_user(uid, keys).await,
-            Step::CommitPeriod { realm } => self.commit_period(realm).await,
-            Step::PullRealm { realm, url, keys } => self.pull_realm(realm, url, keys).await,
-            Step::PullPeriod { realm, url, keys } => self.pull_period(realm, url, keys).await,
-            Step::InitMetadataSync { realm, zone } => self.init_metadata_sync(realm, zone).await,
-            Step::SetSyncPolicy {
-                realm,
-                zone_group,
-                groups,
-            } => self.set_sync_policy(realm, zone_group, groups).await,
-            Step::DeleteZone {
-                realm,
-                zone_group,
-                zone,
-            } => self.delete_zone(realm, zone_group, zone).await,
-            Step::DeleteZoneGroup { realm, zone_group } => self.delete_zone_group(realm, zone_group).await,
-            Step::DeleteRealm { realm } => self.delete_realm(realm).await,
-            Step::CreatePool { pool } => self.create_pool(pool).await,
-            Step::EnablePoolMirroring {
+            RgwStep::CreateRealm { realm } => self.create_realm(realm).await,
+            RgwStep::CreateZoneGroup(group, wanted) => self.create_zone_group(group, wanted).await,
+            RgwStep::CreateZone(zone, wanted) => self.create_zone(zone, wanted).await,
+            RgwStep::ModifyZone(zone, change) => self.modify_zone(zone, change).await,
+            RgwStep::CreateSystemUser { uid, keys } => self.create_system_user(uid, keys).await,
+            RgwStep::CommitPeriod { realm } => self.commit_period(realm).await,
+            RgwStep::Pull(pull) => self.pull(pull).await,
+            RgwStep::InitMetadataSync { realm, zone } => self.init_metadata_sync(realm, zone).await,
+            RgwStep::SetSyncPolicy(group, groups) => self.set_sync_policy(group, groups).await,
+            RgwStep::DeleteZone(zone) => self.delete_zone(zone).await,
+            RgwStep::DeleteZoneGroup(group) => self.delete_zone_group(group).await,
+            RgwStep::DeleteRealm { realm } => self.delete_realm(realm).await,
+        }
+    }
+
+    async fn run_rbd_step(&self, step: RbdStep<'_>) -> AgentResult<()> {
+        match step {
+            RbdStep::CreatePool { pool } => self.create_pool(pool).await,
+            RbdStep::EnablePoolMirroring {
                 pool,
                 mode,
                 site_name,
-            } => self.enable_pool_mirroring(pool, *mode, site_name).await,
-            Step::DisablePoolMirroring { pool } => self.disable_pool_mirroring(pool).await,
-            Step::ImportPeer {
+            } => self.enable_pool_mirroring(pool, mode, site_name).await,
+            RbdStep::DisablePoolMirroring { pool } => self.disable_pool_mirroring(pool).await,
+            RbdStep::ImportPeer {
                 pool,
                 token,
                 direction,
                 site_name,
-            } => self.import_peer(pool, token, *direction, site_name).await,
-            Step::SetPeerDirection {
+            } => self.import_peer(pool, token, direction, site_name).await,
+            RbdStep::SetPeerDirection {
                 pool,
                 uuid,
                 direction,
-            } => self.set_peer_direction(pool, uuid, *direction).await,
-            Step::RemovePeer { pool, uuid } => self.remove_peer(pool, uuid).await,
-            Step::EnableImageMirroring { pool, image, mode } => {
-                self.enable_image_mirroring(pool, image, *mode).await
+            } => self.set_peer_direction(pool, uuid, direction).await,
+            RbdStep::RemovePeer { pool, uuid } => self.remove_peer(pool, uuid).await,
+            RbdStep::EnableImageMirroring { pool, image, mode } => {
+                self.enable_image_mirroring(pool, image, mode).await
             }
-            Step::DisableImageMirroring { pool, image } => self.disable_image_mirroring(pool, image).await,
-            Step::CreateMirrorSnapshot { pool, image } => self.create_mirror_snapshot(pool, image).await,
-            Step::PromoteImage { pool, image, force } => self.promote_image(pool, image, *force).await,
-            Step::DemoteImage { pool, image } => self.demote_image(pool, image).await,
-            Step::ResyncImage { pool, image } => self.resync_image(pool, image).await,
-            Step::AddSnapshotSchedule {
-                pool,
-                image,
-                interval,
-                start_time,
-            } => {
-                self.add_snapshot_schedule(pool, image.as_deref(), interval, start_time.as_deref())
-                    .await
+            RbdStep::DisableImageMirroring { pool, image } => self.disable_image_mirroring(pool, image).await,
+            RbdStep::CreateMirrorSnapshot { pool, image } => self.create_mirror_snapshot(pool, image).await,
+            RbdStep::PromoteImage { pool, image, force } => self.promote_image(pool, image, force).await,
+            RbdStep::DemoteImage { pool, image } => self.demote_image(pool, image).await,
+            RbdStep::ResyncImage { pool, image } => self.resync_image(pool, image).await,
+            RbdStep::AddSnapshotSchedule { pool, schedule } => {
+                self.add_snapshot_schedule(pool, schedule).await
             }
-            Step::RemoveSnapshotSchedule {
-                pool,
-                image,
-                interval,
-                start_time,
-            } => {
-                self.remove_snapshot_schedule(pool, image.as_deref(), interval, start_time.as_deref())
-                    .await
+            RbdStep::RemoveSnapshotSchedule { pool, schedule } => {
+                self.remove_snapshot_schedule(pool, schedule).await
             }
         }
     }

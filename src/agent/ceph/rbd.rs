@@ -15,8 +15,8 @@ use super::{
     CephCli,
 };
 use crate::agent::{
-    AgentError, AgentResult, ImageMirrorMode, ImageMirroring, PeerDirection, PoolMirrorMode, RbdImage,
-    RbdPeer, RbdPoolState, Sensitive,
+    split::Schedule, AgentError, AgentResult, ImageMirrorMode, ImageMirroring, PeerDirection, PoolMirrorMode,
+    RbdImage, RbdPeer, RbdPoolState, Sensitive,
 };
 
 /// Images read at once while observing a pool: two `rbd` processes each.
@@ -387,28 +387,16 @@ impl CephCli {
             .map(drop)
     }
 
-    fn schedule_command(
-        verb: &str,
-        pool: &str,
-        image: Option<&str>,
-        interval: &str,
-        start_time: Option<&str>,
-    ) -> CephCommand {
+    fn schedule_command(verb: &str, pool: &str, schedule: Schedule<'_>) -> CephCommand {
         CephCommand::rbd(["mirror", "snapshot", "schedule", verb])
             .arg(format!("--pool={pool}"))
-            .opt("--image", image)
-            .arg(interval)
-            .args(start_time)
+            .opt("--image", schedule.image)
+            .arg(schedule.interval)
+            .args(schedule.start_time)
     }
 
-    pub(super) async fn add_snapshot_schedule(
-        &self,
-        pool: &str,
-        image: Option<&str>,
-        interval: &str,
-        start_time: Option<&str>,
-    ) -> AgentResult<()> {
-        self.run(Self::schedule_command("add", pool, image, interval, start_time))
+    pub(super) async fn add_snapshot_schedule(&self, pool: &str, schedule: Schedule<'_>) -> AgentResult<()> {
+        self.run(Self::schedule_command("add", pool, schedule))
             .await
             .map(drop)
     }
@@ -416,11 +404,9 @@ impl CephCli {
     pub(super) async fn remove_snapshot_schedule(
         &self,
         pool: &str,
-        image: Option<&str>,
-        interval: &str,
-        start_time: Option<&str>,
+        schedule: Schedule<'_>,
     ) -> AgentResult<()> {
-        let command = Self::schedule_command("remove", pool, image, interval, start_time);
+        let command = Self::schedule_command("remove", pool, schedule);
         ok_if(self.run(command).await, ENOENT, "")
     }
 }

@@ -12,17 +12,10 @@ use super::{
     CephCli,
 };
 use crate::agent::{
+    split::{Pull, WantedZone, WantedZoneGroup, ZoneChange, ZoneGroupRef, ZoneRef},
     AgentError, AgentResult, LocalZone, RgwRealmState, SourceSync, SyncShards, SystemKeys, ZoneGroupInfo,
     ZoneSync,
 };
-
-/// What `CreateZone` brings a zone to.
-pub(super) struct WantedZone<'a> {
-    pub endpoints: &'a [String],
-    pub master: bool,
-    pub read_only: bool,
-    pub keys: &'a SystemKeys,
-}
 
 /// `radosgw-admin ARGS --rgw-realm=REALM`.
 pub(super) fn rgw(realm: &str, args: &[&str]) -> CephCommand {
@@ -192,11 +185,11 @@ impl CephCli {
 
     pub(super) async fn create_zone_group(
         &self,
-        realm: &str,
-        zone_group: &str,
-        endpoints: &[String],
-        master: bool,
+        group: ZoneGroupRef<'_>,
+        wanted: WantedZoneGroup<'_>,
     ) -> AgentResult<()> {
+        let ZoneGroupRef { realm, zone_group } = group;
+        let WantedZoneGroup { endpoints, master } = wanted;
         let existing = self.zone_group(realm, zone_group).await?;
         let verb = match &existing {
             // A zonegroup stops being master only when another becomes master: `master: false` changes nothing.
@@ -220,13 +213,8 @@ impl CephCli {
 
     /// Creates the zone, or brings an existing one to the wanted endpoints, flags and system key. Keys travel
     /// as the runner's secret arguments: `radosgw-admin` has no other way to take them.
-    pub(super) async fn create_zone(
-        &self,
-        realm: &str,
-        zone_group: &str,
-        zone: &str,
-        wanted: WantedZone<'_>,
-    ) -> AgentResult<()> {
+    pub(super) async fn create_zone(&self, target: ZoneRef<'_>, wanted: WantedZone<'_>) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let verb = match self.zone_params(realm, zone).await? {
             Some(params) if self.zone_matches(realm, zone_group, &params, &wanted).await? => return Ok(()),
             Some(_) => "modify",
@@ -271,14 +259,8 @@ impl CephCli {
 
     /// `zone modify --master` / `--read-only=`, when the zonegroup does not already say so. `master:
     /// Some(false)` changes nothing: a zone stops being master when another zone is made master.
-    pub(super) async fn modify_zone(
-        &self,
-        realm: &str,
-        zone_group: &str,
-        zone: &str,
-        master: Option<bool>,
-        read_only: Option<bool>,
-    ) -> AgentResult<()> {
+    pub(super) async fn modify_zone(&self, target: ZoneRef<'_>, change: ZoneChange) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let not_found = || AgentError::NotFound {
             site: self.site().to_string(),
             what: format!("zone {zone} in zonegroup {zone_group} of realm {realm}"),
@@ -290,8 +272,8 @@ impl CephCli {
             .iter()
             .find(|member| member.name == zone)
             .ok_or_else(not_found)?;
-        let promote = master == Some(true) && group.info.master_zone != zone;
-        let read_only = read_only.filter(|wanted| *wanted != member.read_only);
+        let promote = change.master == Some(true) && group.info.master_zone != zone;
+        let read_only = change.read_only.filter(|wanted| *wanted != member.read_only);
         if !promote && read_only.is_none() {
             return Ok(());
         }
@@ -352,18 +334,14 @@ impl CephCli {
             .map(drop)
     }
 
-    pub(super) async fn pull_realm(&self, realm: &str, url: &str, keys: &SystemKeys) -> AgentResult<()> {
-        let mut command = pull(rgw(realm, &["realm", "pull"]), url, keys);
-        if self.default_id("realm", "realms").await?.is_none() {
+    /// `realm pull`, the cluster's default realm when it has none yet, or `period pull`.
+    pub(super) async fn pull(&self, pull: Pull<'_>) -> AgentResult<()> {
+        let what = if pull.create_realm { "realm" } else { "period" };
+        let mut command = from_master(rgw(pull.realm, &[what, "pull"]), pull.url, pull.keys);
+        if pull.create_realm && self.default_id("realm", "realms").await?.is_none() {
             command = command.arg("--default");
         }
         self.run(command).await.map(drop)
-    }
-
-    pub(super) async fn pull_period(&self, realm: &str, url: &str, keys: &SystemKeys) -> AgentResult<()> {
-        self.run(pull(rgw(realm, &["period", "pull"]), url, keys))
-            .await
-            .map(drop)
     }
 
     pub(super) async fn init_metadata_sync(&self, realm: &str, zone: &str) -> AgentResult<()> {
@@ -371,7 +349,8 @@ impl CephCli {
         self.run(command).await.map(drop)
     }
 
-    pub(super) async fn delete_zone(&self, realm: &str, zone_group: &str, zone: &str) -> AgentResult<()> {
+    pub(super) async fn delete_zone(&self, target: ZoneRef<'_>) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let remove = rgw(realm, &["zonegroup", "remove"])
             .arg(format!("--rgw-zonegroup={zone_group}"))
             .arg(format!("--rgw-zone={zone}"));
@@ -381,8 +360,9 @@ impl CephCli {
     }
 
     /// Deletes the zonegroup object; its zones leave it first, by `DeleteZone` on their own sites.
-    pub(super) async fn delete_zone_group(&self, realm: &str, zone_group: &str) -> AgentResult<()> {
-        let delete = rgw(realm, &["zonegroup", "delete"]).arg(format!("--rgw-zonegroup={zone_group}"));
+    pub(super) async fn delete_zone_group(&self, group: ZoneGroupRef<'_>) -> AgentResult<()> {
+        let delete =
+            rgw(group.realm, &["zonegroup", "delete"]).arg(format!("--rgw-zonegroup={}", group.zone_group));
         ok_if(self.run(delete).await, ENOENT, "")
     }
 
@@ -393,7 +373,7 @@ impl CephCli {
 }
 
 /// `--url`, `--access-key` and the secret for commands that read from the master zone's RGW.
-fn pull(command: CephCommand, url: &str, keys: &SystemKeys) -> CephCommand {
+fn from_master(command: CephCommand, url: &str, keys: &SystemKeys) -> CephCommand {
     command
         .arg(format!("--url={url}"))
         .arg(format!("--access-key={}", keys.access_key))

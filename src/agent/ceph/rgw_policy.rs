@@ -15,7 +15,7 @@ use super::{
     CephCli,
 };
 use crate::{
-    agent::{AgentResult, SyncGroup},
+    agent::{split::ZoneGroupRef, AgentResult, SyncGroup},
     api::realm::{SyncFlow, SyncFlowType, SyncPipe},
 };
 
@@ -55,40 +55,38 @@ impl CephCli {
     /// Removes the groups not wanted, then creates or amends the wanted ones.
     pub(super) async fn set_sync_policy(
         &self,
-        realm: &str,
-        zone_group: &str,
+        scope: ZoneGroupRef<'_>,
         wanted: &[SyncGroup],
     ) -> AgentResult<()> {
-        let current = self.read_sync_policy(realm, zone_group).await?;
-        let scope = Scope { realm, zone_group };
+        let current = self.read_sync_policy(scope.realm, scope.zone_group).await?;
         let same_group = |a: &SyncGroup, b: &SyncGroup| a.id == b.id && a.bucket == b.bucket;
         for group in current
             .iter()
             .filter(|group| !wanted.iter().any(|w| same_group(group, w)))
         {
-            self.run(scope.group_command(group, &["remove"])).await?;
+            self.run(group_command(scope, group, &["remove"])).await?;
         }
         for group in wanted {
             let existing = current.iter().find(|candidate| same_group(candidate, group));
-            self.converge_group(&scope, group, existing).await?;
+            self.converge_group(scope, group, existing).await?;
         }
         Ok(())
     }
 
     async fn converge_group(
         &self,
-        scope: &Scope<'_>,
+        scope: ZoneGroupRef<'_>,
         wanted: &SyncGroup,
         existing: Option<&SyncGroup>,
     ) -> AgentResult<()> {
         let status = format!("--status={}", status_name(wanted));
         match existing {
             None => self
-                .run(scope.group_command(wanted, &["create"]).arg(status))
+                .run(group_command(scope, wanted, &["create"]).arg(status))
                 .await
                 .map(drop)?,
             Some(existing) if existing.status != wanted.status => self
-                .run(scope.group_command(wanted, &["modify"]).arg(status))
+                .run(group_command(scope, wanted, &["modify"]).arg(status))
                 .await
                 .map(drop)?,
             Some(_) => {}
@@ -102,32 +100,23 @@ impl CephCli {
             .iter()
             .filter(|flow| !wanted.flows.iter().any(|w| same_flow(flow, w)))
         {
-            self.run(
-                scope
-                    .group_command(wanted, &["flow", "remove"])
-                    .args(flow_args(flow, false)),
-            )
-            .await?;
+            self.run(group_command(scope, wanted, &["flow", "remove"]).args(flow_args(flow, false)))
+                .await?;
         }
         for flow in wanted
             .flows
             .iter()
             .filter(|flow| !current_flows.iter().any(|c| same_flow(c, flow)))
         {
-            self.run(
-                scope
-                    .group_command(wanted, &["flow", "create"])
-                    .args(flow_args(flow, true)),
-            )
-            .await?;
+            self.run(group_command(scope, wanted, &["flow", "create"]).args(flow_args(flow, true)))
+                .await?;
         }
         for pipe in current_pipes
             .iter()
             .filter(|pipe| !wanted.pipes.iter().any(|w| same_pipe(pipe, w)))
         {
-            let remove = scope
-                .group_command(wanted, &["pipe", "remove"])
-                .arg(format!("--pipe-id={}", pipe.id));
+            let remove =
+                group_command(scope, wanted, &["pipe", "remove"]).arg(format!("--pipe-id={}", pipe.id));
             ok_if(self.run(remove).await, ENOENT, "could not find pipe")?;
         }
         for pipe in wanted
@@ -135,35 +124,24 @@ impl CephCli {
             .iter()
             .filter(|pipe| !current_pipes.iter().any(|c| same_pipe(c, pipe)))
         {
-            self.run(
-                scope
-                    .group_command(wanted, &["pipe", "create"])
-                    .args(pipe_args(pipe)),
-            )
-            .await?;
+            self.run(group_command(scope, wanted, &["pipe", "create"]).args(pipe_args(pipe)))
+                .await?;
         }
         Ok(())
     }
 }
 
-/// Where a group lives: the zonegroup's policy, or a bucket's.
-struct Scope<'a> {
-    realm: &'a str,
-    zone_group: &'a str,
-}
-
-impl Scope<'_> {
-    /// `radosgw-admin sync group VERB... --group-id=G` with `--bucket` or `--rgw-zonegroup`.
-    fn group_command(&self, group: &SyncGroup, verb: &[&str]) -> CephCommand {
-        let args: Vec<&str> = ["sync", "group"]
-            .into_iter()
-            .chain(verb.iter().copied())
-            .collect();
-        let command = rgw(self.realm, &args).arg(format!("--group-id={}", group.id));
-        match &group.bucket {
-            Some(bucket) => command.arg(format!("--bucket={bucket}")),
-            None => command.arg(format!("--rgw-zonegroup={}", self.zone_group)),
-        }
+/// `radosgw-admin sync group VERB... --group-id=G` where the group lives: with `--bucket`, or the zonegroup's
+/// policy with `--rgw-zonegroup`.
+fn group_command(scope: ZoneGroupRef<'_>, group: &SyncGroup, verb: &[&str]) -> CephCommand {
+    let args: Vec<&str> = ["sync", "group"]
+        .into_iter()
+        .chain(verb.iter().copied())
+        .collect();
+    let command = rgw(scope.realm, &args).arg(format!("--group-id={}", group.id));
+    match &group.bucket {
+        Some(bucket) => command.arg(format!("--bucket={bucket}")),
+        None => command.arg(format!("--rgw-zonegroup={}", scope.zone_group)),
     }
 }
 
@@ -295,7 +273,7 @@ mod tests {
 
     #[test]
     fn bucket_groups_are_addressed_by_bucket() {
-        let scope = Scope {
+        let scope = ZoneGroupRef {
             realm: "prod",
             zone_group: "us",
         };
@@ -306,14 +284,13 @@ mod tests {
             flows: vec![],
             pipes: vec![],
         };
-        let zone_group_level = scope.group_command(&group, &["remove"]).to_string();
+        let zone_group_level = group_command(scope, &group, &["remove"]).to_string();
         assert_eq!(
             zone_group_level,
             "radosgw-admin sync group remove --rgw-realm=prod --group-id=g --rgw-zonegroup=us"
         );
         group.bucket = Some("logs".into());
-        assert!(scope
-            .group_command(&group, &["create"])
+        assert!(group_command(scope, &group, &["create"])
             .to_string()
             .ends_with("--group-id=g --bucket=logs"));
     }

@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::{command_failed, not_found, refused, ClusterState, IdGen, WorldState};
 use crate::agent::{
-    AgentResult, ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive, Step,
+    split::Schedule, AgentResult, ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive,
+    Step,
 };
 
 /// `rbd_mirroring_max_mirroring_snapshots` on 16.2.15: older mirror snapshots are pruned.
@@ -208,15 +209,45 @@ fn image_in<'a>(pool_state: &'a mut Pool, site: &str, pool: &str, image: &str) -
         .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))
 }
 
-pub(super) fn schedule_entry(
-    image: &Option<String>,
-    interval: &str,
-    start_time: &Option<String>,
-) -> ScheduleEntry {
-    ScheduleEntry {
-        image: image.clone(),
-        interval: interval.to_string(),
-        start_time: start_time.clone(),
+/// An image borrowed from its pool, with what taking points on it needs: the world's ids and the pool's
+/// snapshot sequence.
+struct ImageMut<'a> {
+    image: &'a mut Image,
+    ids: &'a mut IdGen,
+    last_snap_id: &'a mut u64,
+}
+
+impl ImageMut<'_> {
+    /// Takes a point of `origin` at `now` with the image's current content, then prunes what peers no longer
+    /// need (see [`Image::prune`]).
+    fn take_point(&mut self, origin: Origin, now: Timestamp, delivered_up_to: Timestamp) {
+        let point = new_point(
+            self.ids,
+            self.last_snap_id,
+            now,
+            origin,
+            self.image.content_version,
+        );
+        self.image.points.push(point);
+        self.image.prune(delivered_up_to);
+    }
+
+    fn enable(&mut self, mode: ImageMirrorMode, now: Timestamp) {
+        enable_image(self.image, mode, self.ids, self.last_snap_id, now);
+    }
+}
+
+impl std::ops::Deref for ImageMut<'_> {
+    type Target = Image;
+
+    fn deref(&self) -> &Image {
+        self.image
+    }
+}
+
+impl std::ops::DerefMut for ImageMut<'_> {
+    fn deref_mut(&mut self) -> &mut Image {
+        self.image
     }
 }
 
@@ -308,6 +339,22 @@ fn add_bootstrap_peer(
 }
 
 impl WorldState {
+    /// Image `pool/image` on `site`, ready to take points.
+    fn image_mut(&mut self, site: &str, pool: &str, image: &str) -> AgentResult<ImageMut<'_>> {
+        let WorldState { clusters, ids, .. } = self;
+        let Pool {
+            images, last_snap_id, ..
+        } = pool_mut(clusters, site, pool)?;
+        let image = images
+            .get_mut(image)
+            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        Ok(ImageMut {
+            image,
+            ids,
+            last_snap_id,
+        })
+    }
+
     pub(super) fn enable_pool_mirroring(
         &mut self,
         site: &str,
@@ -536,12 +583,7 @@ impl WorldState {
         now: Timestamp,
     ) -> AgentResult<u64> {
         let delivered_up_to = self.oldest_undelivered_from(site, now);
-        let WorldState { clusters, ids, .. } = self;
-        let pool_state = pool_mut(clusters, site, pool)?;
-        let target = pool_state
-            .images
-            .get_mut(image)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        let mut target = self.image_mut(site, pool, image)?;
         if target.mirroring.is_some_and(|mirroring| !mirroring.primary) {
             return Err(refused(
                 site,
@@ -555,15 +597,7 @@ impl WorldState {
             .is_some_and(|mirroring| mirroring.mode == ImageMirrorMode::Journal)
         {
             // Every write is a journal event the peer replays.
-            let point = new_point(
-                ids,
-                &mut pool_state.last_snap_id,
-                now,
-                Origin::Primary,
-                target.content_version,
-            );
-            target.points.push(point);
-            target.prune(delivered_up_to);
+            target.take_point(Origin::Primary, now, delivered_up_to);
         }
         Ok(target.content_version)
     }
@@ -577,13 +611,8 @@ impl WorldState {
         step: &Step,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let WorldState { clusters, ids, .. } = self;
-        let pool_state = pool_mut(clusters, site, pool)?;
-        let pool_mode = pool_state.mode;
-        let target = pool_state
-            .images
-            .get_mut(image)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        let pool_mode = pool_mut(&mut self.clusters, site, pool)?.mode;
+        let mut target = self.image_mut(site, pool, image)?;
         match target.mirroring {
             Some(mirroring) if mirroring.mode == mode => return Ok(()),
             Some(_) => {
@@ -607,7 +636,7 @@ impl WorldState {
                 "cannot enable mirroring: pool is not in image mirror mode",
             )),
             PoolMirrorMode::Image => {
-                enable_image(target, mode, ids, &mut pool_state.last_snap_id, now);
+                target.enable(mode, now);
                 Ok(())
             }
         }
@@ -646,27 +675,14 @@ impl WorldState {
         step: &Step,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let WorldState { clusters, ids, .. } = self;
-        let pool_state = pool_mut(clusters, site, pool)?;
-        let has_tx_peer = pool_state.has_tx_peer();
-        let target = pool_state
-            .images
-            .get_mut(image)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        let has_tx_peer = pool_mut(&mut self.clusters, site, pool)?.has_tx_peer();
+        let mut target = self.image_mut(site, pool, image)?;
         match target.mirroring {
             Some(Mirroring {
                 mode: ImageMirrorMode::Snapshot,
                 primary: true,
             }) if has_tx_peer => {
-                let point = new_point(
-                    ids,
-                    &mut pool_state.last_snap_id,
-                    now,
-                    Origin::Primary,
-                    target.content_version,
-                );
-                target.points.push(point);
-                target.prune(now);
+                target.take_point(Origin::Primary, now, now);
                 Ok(())
             }
             Some(Mirroring {
@@ -694,12 +710,9 @@ impl WorldState {
     ) -> AgentResult<()> {
         self.sync_image(site, pool, image, now);
         let delivered_up_to = self.oldest_undelivered_from(site, now);
-        let WorldState { clusters, ids, .. } = self;
-        let pool_state = pool_mut(clusters, site, pool)?;
-        let target = pool_state
-            .images
-            .get_mut(image)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        let mut handle = self.image_mut(site, pool, image)?;
+        // The image itself, whose fields borrow apart: `mirroring` is changed after `points` is read.
+        let target = &mut *handle;
         let Some(mirroring) = target.mirroring.as_mut() else {
             return Err(refused(site, step, "mirroring not enabled on the image"));
         };
@@ -726,15 +739,7 @@ impl WorldState {
         mirroring.primary = true;
         target.promoted_after = handed_over;
         target.resync_requested_at = None;
-        let point = new_point(
-            ids,
-            &mut pool_state.last_snap_id,
-            now,
-            Origin::Primary,
-            target.content_version,
-        );
-        target.points.push(point);
-        target.prune(delivered_up_to);
+        handle.take_point(Origin::Primary, now, delivered_up_to);
         Ok(())
     }
 
@@ -747,12 +752,7 @@ impl WorldState {
         now: Timestamp,
     ) -> AgentResult<()> {
         let delivered_up_to = self.oldest_undelivered_from(site, now);
-        let WorldState { clusters, ids, .. } = self;
-        let pool_state = pool_mut(clusters, site, pool)?;
-        let target = pool_state
-            .images
-            .get_mut(image)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))?;
+        let mut target = self.image_mut(site, pool, image)?;
         let Some(mirroring) = target.mirroring.as_mut() else {
             return Err(refused(site, step, "mirroring not enabled on the image"));
         };
@@ -760,15 +760,7 @@ impl WorldState {
             return Ok(());
         }
         mirroring.primary = false;
-        let point = new_point(
-            ids,
-            &mut pool_state.last_snap_id,
-            now,
-            Origin::Demoted,
-            target.content_version,
-        );
-        target.points.push(point);
-        target.prune(delivered_up_to);
+        target.take_point(Origin::Demoted, now, delivered_up_to);
         Ok(())
     }
 
@@ -801,21 +793,18 @@ impl WorldState {
         &mut self,
         site: &str,
         pool: &str,
-        image: &Option<String>,
-        interval: &str,
-        start_time: &Option<String>,
+        schedule: Schedule<'_>,
         step: &Step,
     ) -> AgentResult<()> {
-        if parse_interval(interval).is_none() {
-            return Err(refused(site, step, format!("invalid interval ({interval})")));
+        if parse_interval(schedule.interval).is_none() {
+            let message = format!("invalid interval ({})", schedule.interval);
+            return Err(refused(site, step, message));
         }
         let pool_state = pool_mut(&mut self.clusters, site, pool)?;
-        if let Some(image) = image {
+        if let Some(image) = schedule.image {
             image_in(pool_state, site, pool, image)?;
         }
-        pool_state
-            .schedules
-            .insert(schedule_entry(image, interval, start_time));
+        pool_state.schedules.insert(schedule.entry());
         Ok(())
     }
 }

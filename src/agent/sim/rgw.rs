@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{command_failed, not_found, refused, WorldState};
 use crate::agent::{
+    split::{Pull, WantedZone, WantedZoneGroup, ZoneChange, ZoneGroupRef, ZoneRef},
     AgentResult, LocalZone, Period, RgwRealmState, SourceSync, Step, SyncGroup, SyncShards, SystemKeys,
     ZoneGroupInfo, ZoneInfo, ZoneSync,
 };
@@ -24,12 +25,6 @@ pub(super) struct RgwSite {
     users: BTreeMap<String, User>,
     /// Changes secondaries' metadata sync applies (users); read from the metadata master's cluster.
     metadata_log: ChangeLog,
-}
-
-/// The zone flags `zone modify` changes; `None` leaves a flag as it is.
-pub(super) struct ZoneChange {
-    pub master: Option<bool>,
-    pub read_only: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -134,22 +129,6 @@ fn initial_shards(state: &str) -> SyncShards {
     }
 }
 
-/// A `realm pull` (`create_realm`) or `period pull`.
-pub(super) struct Pull<'a> {
-    pub(super) realm: &'a str,
-    pub(super) url: &'a str,
-    pub(super) keys: &'a SystemKeys,
-    pub(super) create_realm: bool,
-}
-
-/// What `CreateZone` brings the zone to.
-pub(super) struct ZoneSpec<'a> {
-    pub(super) endpoints: &'a [String],
-    pub(super) master: bool,
-    pub(super) read_only: bool,
-    pub(super) keys: &'a SystemKeys,
-}
-
 fn realm_mut<'a>(world: &'a mut WorldState, site: &str, realm: &str) -> AgentResult<&'a mut Realm> {
     world
         .cluster_mut(site)?
@@ -157,6 +136,22 @@ fn realm_mut<'a>(world: &'a mut WorldState, site: &str, realm: &str) -> AgentRes
         .realms
         .get_mut(realm)
         .ok_or_else(|| not_found(site, format!("realm {realm}")))
+}
+
+fn local_realm<'a>(world: &'a WorldState, site: &str, realm: &str) -> AgentResult<&'a Realm> {
+    world
+        .cluster(site)?
+        .rgw
+        .realms
+        .get(realm)
+        .ok_or_else(|| not_found(site, format!("realm {realm}")))
+}
+
+fn zone_mut<'a>(world: &'a mut WorldState, site: &str, realm: &str, zone: &str) -> AgentResult<&'a mut Zone> {
+    realm_mut(world, site, realm)?
+        .zones
+        .get_mut(zone)
+        .ok_or_else(|| not_found(site, format!("zone {zone}")))
 }
 
 fn zone_group_mut<'a>(realm: &'a mut Realm, site: &str, zone_group: &str) -> AgentResult<&'a mut ZoneGroup> {
@@ -231,13 +226,12 @@ impl WorldState {
     pub(super) fn create_zone_group(
         &mut self,
         site: &str,
-        realm: &str,
-        zone_group: &str,
-        endpoints: &[String],
-        master: bool,
+        group: ZoneGroupRef<'_>,
+        wanted: WantedZoneGroup<'_>,
     ) -> AgentResult<()> {
+        let WantedZoneGroup { endpoints, master } = wanted;
         let id = self.ids.uuid();
-        let realm_state = realm_mut(self, site, realm)?;
+        let realm_state = realm_mut(self, site, group.realm)?;
         if master {
             for other in realm_state.zone_groups.values_mut() {
                 other.info.is_master = false;
@@ -245,10 +239,10 @@ impl WorldState {
         }
         let entry = realm_state
             .zone_groups
-            .entry(zone_group.to_string())
+            .entry(group.zone_group.to_string())
             .or_insert_with(|| ZoneGroup {
                 info: ZoneGroupInfo {
-                    name: zone_group.to_string(),
+                    name: group.zone_group.to_string(),
                     id,
                     ..ZoneGroupInfo::default()
                 },
@@ -262,11 +256,10 @@ impl WorldState {
     pub(super) fn create_zone(
         &mut self,
         site: &str,
-        realm: &str,
-        zone_group: &str,
-        zone: &str,
-        spec: ZoneSpec<'_>,
+        target: ZoneRef<'_>,
+        spec: WantedZone<'_>,
     ) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let new_id = self.ids.uuid();
         let realm_state = realm_mut(self, site, realm)?;
         zone_group_mut(realm_state, site, zone_group)?;
@@ -301,12 +294,11 @@ impl WorldState {
     pub(super) fn modify_zone(
         &mut self,
         site: &str,
-        realm: &str,
-        zone_group: &str,
-        zone: &str,
+        target: ZoneRef<'_>,
         change: ZoneChange,
         now: Timestamp,
     ) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let ZoneChange { master, read_only } = change;
         if master == Some(true) {
             self.keep_synced_users(site, realm, now)?;
@@ -361,12 +353,7 @@ impl WorldState {
         step: &Step,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let staged = local.staged();
         if staged.master_zone.is_empty() {
             return Err(refused(site, step, "the master zonegroup has no master zone"));
@@ -511,10 +498,7 @@ impl WorldState {
         zone: &str,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.metadata_sync_stalled_at = None;
         local.metadata_sync_restarted_at = Some(now);
         Ok(())
@@ -528,10 +512,7 @@ impl WorldState {
         stalled: bool,
         now: Timestamp,
     ) -> AgentResult<()> {
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.metadata_sync_stalled_at = if stalled {
             local.metadata_sync_stalled_at.or(Some(now))
         } else {
@@ -543,22 +524,16 @@ impl WorldState {
     pub(super) fn set_sync_policy(
         &mut self,
         site: &str,
-        realm: &str,
-        zone_group: &str,
+        group: ZoneGroupRef<'_>,
         groups: &[SyncGroup],
     ) -> AgentResult<()> {
-        let realm_state = realm_mut(self, site, realm)?;
-        zone_group_mut(realm_state, site, zone_group)?.sync_policy = groups.to_vec();
+        let realm_state = realm_mut(self, site, group.realm)?;
+        zone_group_mut(realm_state, site, group.zone_group)?.sync_policy = groups.to_vec();
         Ok(())
     }
 
-    pub(super) fn delete_zone(
-        &mut self,
-        site: &str,
-        realm: &str,
-        zone_group: &str,
-        zone: &str,
-    ) -> AgentResult<()> {
+    pub(super) fn delete_zone(&mut self, site: &str, target: ZoneRef<'_>) -> AgentResult<()> {
+        let (realm, zone_group, zone) = (target.realm, target.zone_group, target.zone);
         let Some(realm_state) = self.cluster_mut(site)?.rgw.realms.get_mut(realm) else {
             return Ok(());
         };
@@ -572,9 +547,9 @@ impl WorldState {
         Ok(())
     }
 
-    pub(super) fn delete_zone_group(&mut self, site: &str, realm: &str, zone_group: &str) -> AgentResult<()> {
-        if let Some(realm_state) = self.cluster_mut(site)?.rgw.realms.get_mut(realm) {
-            realm_state.zone_groups.remove(zone_group);
+    pub(super) fn delete_zone_group(&mut self, site: &str, group: ZoneGroupRef<'_>) -> AgentResult<()> {
+        if let Some(realm_state) = self.cluster_mut(site)?.rgw.realms.get_mut(group.realm) {
+            realm_state.zone_groups.remove(group.zone_group);
         }
         Ok(())
     }
@@ -588,10 +563,7 @@ impl WorldState {
         now: Timestamp,
     ) -> AgentResult<()> {
         let forget_up_to = self.oldest_undelivered_from(site, now);
-        let local = realm_mut(self, site, realm)?
-            .zones
-            .get_mut(zone)
-            .ok_or_else(|| not_found(site, format!("zone {zone}")))?;
+        let local = zone_mut(self, site, realm, zone)?;
         local.data_log.record(now, count, forget_up_to);
         Ok(())
     }
@@ -640,12 +612,7 @@ impl WorldState {
         zone: &str,
         now: Timestamp,
     ) -> AgentResult<ZoneSync> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let zone_state = local
             .zones
             .get(zone)
@@ -704,12 +671,7 @@ impl WorldState {
         realm: &str,
         zone_group: &str,
     ) -> AgentResult<Vec<SyncGroup>> {
-        let local = self
-            .cluster(site)?
-            .rgw
-            .realms
-            .get(realm)
-            .ok_or_else(|| not_found(site, format!("realm {realm}")))?;
+        let local = local_realm(self, site, realm)?;
         let group = local
             .zone_groups
             .get(zone_group)

@@ -1,81 +1,19 @@
 //! RGW multisite behaviour of the simulator: realm pull, period commits and epochs, sync status.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
-
-use super::{SimClock, SimulatedCluster, SimulatedWorld};
+use super::{
+    testing::{commit, keys, multisite_realm, TwoSites, LAG, REALM, URL_A, URL_B},
+    SimulatedCluster,
+};
 use crate::agent::{AgentError, ClusterAgent, Period, Sensitive, Step, SyncGroup, SystemKeys};
 use crate::api::realm::SyncGroupStatus;
 
-const LAG: Duration = Duration::from_secs(5);
-const REALM: &str = "production";
-const URL_A: &str = "http://rgw-a.example:8080";
-const URL_B: &str = "http://rgw-b.example:8080";
-
-struct Sites {
-    world: SimulatedWorld,
-    clock: SimClock,
-    a: Arc<SimulatedCluster>,
-    b: Arc<SimulatedCluster>,
-}
-
-fn keys() -> SystemKeys {
-    SystemKeys {
-        access_key: "SYNCACCESSKEY".into(),
-        secret_key: Sensitive("sync-secret".into()),
-    }
-}
-
-fn zone(name: &str, url: &str, master: bool) -> Step {
-    Step::CreateZone {
-        realm: REALM.into(),
-        zone_group: "us".into(),
-        zone: name.into(),
-        endpoints: vec![url.into()],
-        master,
-        read_only: false,
-        keys: keys(),
-    }
-}
-
-fn commit() -> Step {
-    Step::CommitPeriod { realm: REALM.into() }
-}
-
-/// The runbook of `ceph-lab.sh multisite`: master zone `us-east` on A, secondary `us-west` on B.
-async fn multisite() -> Sites {
-    let clock = SimClock::frozen_at("2026-11-22T20:00:00Z".parse::<Timestamp>().unwrap());
-    let world = SimulatedWorld::with_clock(clock.clone());
-    world.set_lag(LAG);
-    let (a, b) = (world.add_site("site-a"), world.add_site("site-b"));
-    for step in [
-        Step::CreateRealm { realm: REALM.into() },
-        Step::CreateZoneGroup {
-            realm: REALM.into(),
-            zone_group: "us".into(),
-            endpoints: vec![URL_A.into()],
-            master: true,
-        },
-        zone("us-east", URL_A, true),
-        Step::CreateSystemUser {
-            uid: "sync-user".into(),
-            keys: keys(),
-        },
-        commit(),
-    ] {
-        a.execute(&step).await.unwrap();
-    }
-    b.execute(&Step::PullRealm {
-        realm: REALM.into(),
-        url: URL_A.into(),
-        keys: keys(),
-    })
-    .await
-    .unwrap();
-    b.execute(&zone("us-west", URL_B, false)).await.unwrap();
-    b.execute(&commit()).await.unwrap();
-    Sites { world, clock, a, b }
+/// Realm `production` on A and B as `ceph-lab.sh multisite` sets it up.
+async fn multisite() -> TwoSites {
+    let sites = TwoSites::new();
+    multisite_realm(&sites.a, &sites.b).await;
+    sites
 }
 
 async fn period(cluster: &SimulatedCluster) -> Period {

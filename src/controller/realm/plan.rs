@@ -5,16 +5,16 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::{
-    agent::{RgwRealmState, Step, SyncGroup},
+    agent::{AgentError, RgwRealmState, Step, SyncGroup},
     api::{
         common::DeletionPolicy,
-        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        conditions::reason,
         realm::{CephRealmSpec, CephRealmStatus, PeriodStatus},
     },
-    plan::{Plan, SiteStep},
+    plan::{describe, Health, Plan, SiteStep},
 };
 
 #[cfg(test)]
@@ -46,7 +46,7 @@ pub struct Observed {
     pub zones: Vec<MemberZone>,
     /// The realm on the master zone's site, with the sync policy of each zonegroup; `Err` says why it could
     /// not be observed. `None` when no master zone is known (nothing to observe yet).
-    pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), String>>,
+    pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), AgentError>>,
     /// `CephSite`s whose cluster still holds the realm, observed while deleting. Once the last `CephZone`
     /// is gone the master site can no longer be told from the zones, so the reconciler names the sites to
     /// remove the realm from (the former master's, and any that pulled a copy).
@@ -113,7 +113,7 @@ fn master_site<'a>(
             format!("realm not observed on site {} yet", master.site),
         )),
         Some(Err(error)) => Err(Health::progressing(
-            reason::AGENT_UNREACHABLE,
+            error.reason(),
             format!(
                 "cannot read realm {} on site {}: {error}",
                 observed.realm, master.site
@@ -334,59 +334,12 @@ fn plan_deletion(spec: &CephRealmSpec, observed: &Observed) -> RealmPlan {
         .cleanup_complete(gone)
 }
 
-fn describe(steps: &[SiteStep]) -> String {
-    steps
-        .iter()
-        .map(SiteStep::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where the realm stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
-#[derive(Clone, Debug, PartialEq)]
-enum Health {
-    Ready(String),
-    Progressing { reason: &'static str, message: String },
-    Stalled { reason: &'static str, message: String },
-}
-
 impl Health {
-    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Progressing {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Stalled {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn conditions(&self) -> Vec<Condition> {
-        match self {
-            Health::Ready(message) => vec![
-                condition(READY, true, reason::RECONCILED, message.as_str(), None),
-                condition(RECONCILING, false, reason::RECONCILED, "", None),
-            ],
-            Health::Progressing { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, true, reason, message.as_str(), None),
-            ],
-            Health::Stalled { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, false, reason, "", None),
-                condition(STALLED, true, reason, message.as_str(), None),
-            ],
-        }
-    }
-
     fn into_plan(self, steps: Vec<SiteStep>, status: CephRealmStatus) -> RealmPlan {
-        let requeue = match (&self, steps.is_empty()) {
-            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
-            _ => REQUEUE_IDLE,
+        let requeue = if self.settled(&steps) {
+            REQUEUE_IDLE
+        } else {
+            REQUEUE_CONVERGING
         };
         let conditions = self.conditions();
         RealmPlan {

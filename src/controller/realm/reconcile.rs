@@ -6,8 +6,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{runtime::controller::Action, Api, Resource, ResourceExt};
 use tracing::instrument;
 
-use super::plan::{self, MemberZone, Observed};
+use super::plan::{self, MemberZone, Observed, ZoneGroupPolicy};
 use crate::{
+    agent::{AgentError, RgwRealmState},
     api::{CephRealm, CephZone},
     controller::{
         apply::{execute_plan, with_finalizer},
@@ -144,19 +145,13 @@ async fn observe_site(
     realm: &CephRealm,
     ctx: &Context,
     site: &str,
-) -> Result<
-    (
-        crate::agent::RgwRealmState,
-        Vec<(String, Vec<crate::agent::SyncGroup>)>,
-    ),
-    String,
-> {
+) -> Result<(RgwRealmState, Vec<ZoneGroupPolicy>), AgentError> {
     let agent = ctx
         .agent(&realm.namespace().unwrap_or_default(), site)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.into_agent_error(site))?;
     let name = realm.name_any();
-    let state = agent.rgw_realm(&name).await.map_err(|e| e.to_string())?;
+    let state = agent.rgw_realm(&name).await?;
     let mut policies = Vec::new();
     if state.realm_id.is_some() {
         for group in &realm.spec.zone_groups {
@@ -165,10 +160,7 @@ async fn observe_site(
                 .as_ref()
                 .is_some_and(|p| p.zone_groups.iter().any(|g| g.name == group.name));
             if exists {
-                let policy = agent
-                    .rgw_sync_policy(&name, &group.name)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let policy = agent.rgw_sync_policy(&name, &group.name).await?;
                 policies.push((group.name.clone(), policy));
             }
         }

@@ -8,7 +8,7 @@ pub mod rgw;
 use std::time::Duration;
 
 use crate::{
-    agent::SystemKeys,
+    agent::{AgentError, SystemKeys},
     api::{
         common::DeletionPolicy,
         conditions::{READY, RECONCILING, STALLED},
@@ -184,6 +184,57 @@ impl ZoneBuilder {
         self.spec.deletion_policy = DeletionPolicy::Retain;
         self
     }
+}
+
+/// The agent of `site` does not answer.
+pub fn unreachable_agent(site: &str) -> AgentError {
+    AgentError::Unreachable {
+        site: site.into(),
+        message: "connection refused".into(),
+    }
+}
+
+/// One failure of each kind an agent call can end in on `site`, with the condition reason it must give.
+pub fn agent_failures(site: &str) -> Vec<(AgentError, &'static str)> {
+    vec![
+        (unreachable_agent(site), "AgentUnreachable"),
+        (
+            AgentError::Unauthorized { site: site.into() },
+            "AgentUnauthorized",
+        ),
+        (
+            AgentError::CommandFailed {
+                site: site.into(),
+                command: "radosgw-admin realm get".into(),
+                exit_code: Some(5),
+                stderr: "failed to init realm: (5) Input/output error".into(),
+            },
+            "CephCommandFailed",
+        ),
+        (
+            AgentError::NotFound {
+                site: site.into(),
+                what: "realm prod".into(),
+            },
+            "NotFound",
+        ),
+        (
+            AgentError::Refused {
+                site: site.into(),
+                action: "realm get".into(),
+                message: "busy".into(),
+            },
+            "Refused",
+        ),
+        (
+            AgentError::Parse {
+                site: site.into(),
+                command: "radosgw-admin period get".into(),
+                message: "missing field `epoch`".into(),
+            },
+            "UnexpectedCephOutput",
+        ),
+    ]
 }
 
 /// `plan` waits (Ready False, Reconciling True, both for `why`, not Stalled) with no steps, its message says

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 mod steps;
 
 use crate::agent::{
-    LocalZone, Period, RgwRealmState, SourceSync, SyncGroup, SyncShards, SystemKeys, ZoneGroupInfo, ZoneInfo,
-    ZoneSync,
+    AgentError, AgentResult, LocalZone, Period, RgwRealmState, SourceSync, SyncGroup, SyncShards, SystemKeys,
+    ZoneGroupInfo, ZoneInfo, ZoneSync,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -29,7 +29,7 @@ pub struct RgwWorld {
 pub struct SiteModel {
     pub realm: Option<RealmCopy>,
     pub users: BTreeMap<String, SystemKeys>,
-    /// `Some(error)` when the agent does not answer.
+    /// `Some(message)` when the agent does not answer.
     pub unreachable: Option<String>,
 }
 
@@ -163,10 +163,13 @@ impl RgwWorld {
     }
 
     /// The realm as the agent of `site` reports it.
-    pub fn state(&self, site: &str) -> Result<RgwRealmState, String> {
+    pub fn state(&self, site: &str) -> AgentResult<RgwRealmState> {
         let model = self.site(site);
-        if let Some(error) = &model.unreachable {
-            return Err(error.clone());
+        if let Some(message) = &model.unreachable {
+            return Err(AgentError::Unreachable {
+                site: site.to_string(),
+                message: message.clone(),
+            });
         }
         let Some(realm) = &model.realm else {
             return Ok(RgwRealmState {
@@ -210,15 +213,21 @@ impl RgwWorld {
 
     /// Sync status RGW reports for a secondary zone: caught up on metadata and on data from every other zone
     /// of its zonegroup (the model has no traffic).
-    pub fn sync_status(&self, site: &str, zone: &str) -> Result<ZoneSync, String> {
-        let realm = self.realm(site).ok_or("no realm")?;
-        let period = realm.period.as_ref().ok_or("no period")?;
+    pub fn sync_status(&self, site: &str, zone: &str) -> AgentResult<ZoneSync> {
+        let not_found = || AgentError::NotFound {
+            site: site.to_string(),
+            what: format!("zone {zone} in a committed period"),
+        };
+        let period = self
+            .realm(site)
+            .and_then(|realm| realm.period.as_ref())
+            .ok_or_else(not_found)?;
         let group = period
             .config
             .zone_groups
             .values()
             .find(|g| g.info.zones.iter().any(|z| z.name == zone))
-            .ok_or("zone not in the period")?;
+            .ok_or_else(not_found)?;
         let caught_up = || SyncShards {
             state: "sync".into(),
             total_shards: 64,

@@ -9,12 +9,14 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 
 use crate::{
-    agent::{LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync},
+    agent::{
+        AgentError, LocalZone, Period, RgwRealmState, Step, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync,
+    },
     api::{
-        conditions::{condition, reason, READY, RECONCILING, STALLED},
+        conditions::reason,
         zone::{CephZoneSpec, CephZoneStatus, ZoneRole},
     },
-    plan::{Plan, SiteStep},
+    plan::{describe, Health, Plan, SiteStep},
 };
 
 mod deletion;
@@ -69,9 +71,9 @@ pub struct Observed {
     pub site: String,
     pub context: RealmContext,
     /// The realm as the zone's site sees it; `Err` says why it could not be observed.
-    pub local: Result<RgwRealmState, String>,
+    pub local: Result<RgwRealmState, AgentError>,
     /// Sync status of the zone, when it exists and is a secondary.
-    pub sync: Option<Result<ZoneSync, String>>,
+    pub sync: Option<Result<ZoneSync, AgentError>>,
     /// Sync status figures of previous probes (newest last), for wedge detection.
     pub previous: Option<CephZoneStatus>,
     pub deleting: bool,
@@ -190,21 +192,27 @@ fn prerequisites<'a>(spec: &CephZoneSpec, observed: &'a Observed) -> Result<Prer
             format!("zonegroup {} has no master zone endpoint yet", spec.zone_group),
         ));
     }
-    let state = observed.local.as_ref().map_err(|error| {
-        Health::progressing(
-            reason::AGENT_UNREACHABLE,
-            format!(
-                "cannot read realm {} on site {}: {error}",
-                observed.realm, observed.site
-            ),
-        )
-    })?;
+    let state = observed
+        .local
+        .as_ref()
+        .map_err(|error| unobserved(observed, error))?;
     Ok(Prerequisites {
         state,
         realm_id,
         keys,
         master_endpoint,
     })
+}
+
+/// The realm could not be read on the zone's site; the condition reason says what failed.
+fn unobserved(observed: &Observed, error: &AgentError) -> Health {
+    Health::progressing(
+        error.reason(),
+        format!(
+            "cannot read realm {} on site {}: {error}",
+            observed.realm, observed.site
+        ),
+    )
 }
 
 /// The zone as the site's realm state shows it: locally defined, and in the site's committed period.
@@ -402,59 +410,12 @@ fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer)
     }
 }
 
-fn describe(steps: &[SiteStep]) -> String {
-    steps
-        .iter()
-        .map(SiteStep::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where the zone stands, as the kstatus conditions `Ready`, `Reconciling` and `Stalled` say it.
-#[derive(Clone, Debug, PartialEq)]
-enum Health {
-    Ready(String),
-    Progressing { reason: &'static str, message: String },
-    Stalled { reason: &'static str, message: String },
-}
-
 impl Health {
-    fn progressing(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Progressing {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn stalled(reason: &'static str, message: impl Into<String>) -> Health {
-        Health::Stalled {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn conditions(&self) -> Vec<Condition> {
-        match self {
-            Health::Ready(message) => vec![
-                condition(READY, true, reason::RECONCILED, message.as_str(), None),
-                condition(RECONCILING, false, reason::RECONCILED, "", None),
-            ],
-            Health::Progressing { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, true, reason, message.as_str(), None),
-            ],
-            Health::Stalled { reason, message } => vec![
-                condition(READY, false, reason, message.as_str(), None),
-                condition(RECONCILING, false, reason, "", None),
-                condition(STALLED, true, reason, message.as_str(), None),
-            ],
-        }
-    }
-
     fn into_outcome(self, steps: Vec<SiteStep>) -> Outcome {
-        let requeue = match (&self, steps.is_empty()) {
-            (Health::Progressing { .. }, _) | (_, false) => REQUEUE_CONVERGING,
-            _ => REQUEUE_IDLE,
+        let requeue = if self.settled(&steps) {
+            REQUEUE_IDLE
+        } else {
+            REQUEUE_CONVERGING
         };
         Outcome {
             conditions: self.conditions(),

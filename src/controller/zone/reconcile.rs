@@ -99,9 +99,9 @@ async fn observe(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Obser
     let agent = ctx.agent(&namespace, &zone.spec.site).await;
     let zone_name = zone.zone_name();
     let (local, sync) = match agent {
-        Err(e) => (Err(e.to_string()), None),
+        Err(e) => (Err(e.into_agent_error(&zone.spec.site)), None),
         Ok(agent) => {
-            let local = agent.rgw_realm(&zone.spec.realm).await.map_err(|e| e.to_string());
+            let local = agent.rgw_realm(&zone.spec.realm).await;
             // Only a zone in the committed period that is not its zonegroup's master syncs from others.
             let syncs = local
                 .as_ref()
@@ -114,12 +114,7 @@ async fn observe(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Obser
                         .any(|g| g.zones.iter().any(|z| z.name == zone_name) && g.master_zone != zone_name)
                 });
             let sync = if syncs {
-                Some(
-                    agent
-                        .rgw_sync_status(&zone.spec.realm, &zone_name)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
+                Some(agent.rgw_sync_status(&zone.spec.realm, &zone_name).await)
             } else {
                 None
             };

@@ -6,16 +6,18 @@ mod props;
 mod rbd;
 mod rgw;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::plan::{next, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition};
 use crate::{
     agent::{
-        sim::{SimClock, SimulatedCluster, SimulatedWorld},
-        AgentError, ClusterAgent, ImageMirrorMode, PeerDirection, PoolMirrorMode, RbdImage, Sensitive, Step,
-        SystemKeys,
+        sim::{
+            testing::{keys, multisite_realm, TwoSites, URL_A, URL_B},
+            SimClock, SimulatedCluster, SimulatedWorld,
+        },
+        AgentError, ClusterAgent, ImageMirrorMode, PeerDirection, PoolMirrorMode, RbdImage, Step,
     },
     api::{
         failover_request::{FailoverAction, FailoverRequestSpec, FailoverRequestStatus, FailoverTargets},
@@ -24,14 +26,9 @@ use crate::{
     plan::SiteStep,
 };
 
-pub const A: &str = "site-a";
-pub const B: &str = "site-b";
+pub use crate::agent::sim::testing::{start_time, A, B, LAG, REALM};
+
 pub const POOL: &str = "rbd";
-pub const REALM: &str = "production";
-/// How long a change takes to reach the other site.
-pub const LAG: Duration = Duration::from_secs(5);
-const URL_A: &str = "http://rgw-a.example:8080";
-const URL_B: &str = "http://rgw-b.example:8080";
 /// The realm's zones: name, site, endpoint; `us-east` on A starts as master.
 const ZONES: [(&str, &str, &str); 2] = [("us-east", A, URL_A), ("us-west", B, URL_B)];
 /// More rounds than any request needs, even waiting out the unreachable deadline.
@@ -40,17 +37,6 @@ const MAX_ROUNDS: usize = 400;
 /// The sim's futures never wait on anything: they complete on first poll.
 pub fn block<T>(future: impl Future<Output = T>) -> T {
     futures::executor::block_on(future)
-}
-
-pub fn start_time() -> Timestamp {
-    "2026-11-22T20:00:00Z".parse().expect("valid timestamp")
-}
-
-fn keys() -> SystemKeys {
-    SystemKeys {
-        access_key: "SYNCACCESSKEY".into(),
-        secret_key: Sensitive("sync-secret".into()),
-    }
 }
 
 /// A request for `action` to `target` on pool `rbd`; the builders below change it.
@@ -112,10 +98,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        let clock = SimClock::frozen_at(start_time());
-        let world = SimulatedWorld::with_clock(clock.clone());
-        world.set_lag(LAG);
-        let (a, b) = (world.add_site(A), world.add_site(B));
+        let TwoSites { world, clock, a, b } = TwoSites::new();
         Lab {
             world,
             clock,
@@ -185,41 +168,7 @@ impl Lab {
 
     /// Realm `production`, zonegroup `us`: master zone `us-east` on A, `us-west` on B, one period on both.
     pub fn with_realm(mut self) -> Lab {
-        let zone = |name: &str, url: &str, master: bool| Step::CreateZone {
-            realm: REALM.into(),
-            zone_group: "us".into(),
-            zone: name.into(),
-            endpoints: vec![url.into()],
-            master,
-            read_only: false,
-            keys: keys(),
-        };
-        let commit = Step::CommitPeriod { realm: REALM.into() };
-        for step in [
-            Step::CreateRealm { realm: REALM.into() },
-            Step::CreateZoneGroup {
-                realm: REALM.into(),
-                zone_group: "us".into(),
-                endpoints: vec![URL_A.into()],
-                master: true,
-            },
-            zone("us-east", URL_A, true),
-            Step::CreateSystemUser {
-                uid: "sync-user".into(),
-                keys: keys(),
-            },
-            commit.clone(),
-        ] {
-            run(&self.a, step);
-        }
-        let pull = Step::PullRealm {
-            realm: REALM.into(),
-            url: URL_A.into(),
-            keys: keys(),
-        };
-        run(&self.b, pull);
-        run(&self.b, zone("us-west", URL_B, false));
-        run(&self.b, commit);
+        block(multisite_realm(&self.a, &self.b));
         self.clock.advance(LAG);
         self.has_realm = true;
         self

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use super::{require, same_url, CommittedPeriod, RealmCopy, RgwWorld, ZoneGroupModel, ZoneModel};
 use crate::{
-    agent::{Step, SystemKeys, ZoneGroupInfo, ZoneInfo},
+    agent::{
+        split::{Pull, RgwStep, Split},
+        ZoneGroupInfo, ZoneInfo,
+    },
     plan::SiteStep,
 };
 
@@ -21,12 +24,22 @@ impl RgwWorld {
         let site = site_step.site.as_str();
         require(self.sites.contains_key(site), "no such site")?;
         require(self.reachable(site), "site unreachable")?;
-        match &site_step.step {
-            Step::CreateRealm { realm } => {
+        match site_step.step.split() {
+            Split::Rgw(step) => self.execute_rgw(site, step),
+            Split::Rbd(_) => Err(format!(
+                "an RGW planner must never plan {}",
+                site_step.step.verb()
+            )),
+        }
+    }
+
+    fn execute_rgw(&mut self, site: &str, step: RgwStep<'_>) -> Result<(), String> {
+        match step {
+            RgwStep::CreateRealm { realm } => {
                 if self.realm(site).is_none() {
                     let id = self.next("realm");
                     self.site_mut(site).realm = Some(RealmCopy {
-                        name: realm.clone(),
+                        name: realm.to_string(),
                         id,
                         zone_groups: BTreeMap::new(),
                         zones: BTreeMap::new(),
@@ -35,79 +48,62 @@ impl RgwWorld {
                 }
                 Ok(())
             }
-            Step::CreateZoneGroup {
-                realm,
-                zone_group,
-                endpoints,
-                master,
-            } => {
+            RgwStep::CreateZoneGroup(group, wanted) => {
                 let id = self.next("zonegroup");
-                let copy = self.local_realm(site, realm)?;
-                if *master {
+                let copy = self.local_realm(site, group.realm)?;
+                if wanted.master {
                     for other in copy.zone_groups.values_mut() {
                         other.info.is_master = false;
                     }
                 }
-                let group = copy
+                let model = copy
                     .zone_groups
-                    .entry(zone_group.clone())
+                    .entry(group.zone_group.to_string())
                     .or_insert_with(|| ZoneGroupModel {
                         info: ZoneGroupInfo {
-                            name: zone_group.clone(),
+                            name: group.zone_group.to_string(),
                             id,
                             ..ZoneGroupInfo::default()
                         },
                         policy: Vec::new(),
                     });
-                group.info.endpoints = endpoints.clone();
+                model.info.endpoints = wanted.endpoints.to_vec();
                 // As the agent does it: a zonegroup stops being master only when another becomes master.
-                group.info.is_master |= *master;
+                model.info.is_master |= wanted.master;
                 Ok(())
             }
-            Step::CreateZone {
-                realm,
-                zone_group,
-                zone,
-                endpoints,
-                master,
-                read_only,
-                keys,
-            } => {
+            RgwStep::CreateZone(target, wanted) => {
+                let (zone_group, zone) = (target.zone_group, target.zone);
                 let id = self.next("zone");
-                let copy = self.local_realm(site, realm)?;
+                let copy = self.local_realm(site, target.realm)?;
                 let group = copy
                     .zone_groups
                     .get_mut(zone_group)
                     .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
-                let local = copy.zones.entry(zone.clone()).or_insert(ZoneModel {
+                let local = copy.zones.entry(zone.to_string()).or_insert(ZoneModel {
                     id,
-                    zone_group: zone_group.clone(),
+                    zone_group: zone_group.to_string(),
                     keys: None,
                 });
-                local.keys = Some(keys.clone());
-                group.info.zones.retain(|z| z.name != *zone);
+                local.keys = Some(wanted.keys.clone());
+                group.info.zones.retain(|z| z.name != zone);
                 group.info.zones.push(ZoneInfo {
-                    name: zone.clone(),
+                    name: zone.to_string(),
                     id: local.id.clone(),
-                    endpoints: endpoints.clone(),
-                    read_only: *read_only,
+                    endpoints: wanted.endpoints.to_vec(),
+                    read_only: wanted.read_only,
                 });
                 group.info.zones.sort_by(|a, b| a.name.cmp(&b.name));
-                if *master {
-                    group.info.master_zone = zone.clone();
-                } else if group.info.master_zone == *zone {
+                if wanted.master {
+                    group.info.master_zone = zone.to_string();
+                } else if group.info.master_zone == zone {
                     group.info.master_zone.clear();
                 }
                 Ok(())
             }
-            Step::ModifyZone {
-                realm,
-                zone_group,
-                zone,
-                master,
-                read_only,
-            } => {
-                let copy = self.local_realm(site, realm)?;
+            RgwStep::ModifyZone(target, change) => {
+                let (zone_group, zone) = (target.zone_group, target.zone);
+                let copy = self.local_realm(site, target.realm)?;
                 require(copy.zones.contains_key(zone), "zone not found")?;
                 let group = copy
                     .zone_groups
@@ -117,19 +113,19 @@ impl RgwWorld {
                     .info
                     .zones
                     .iter_mut()
-                    .find(|z| z.name == *zone)
+                    .find(|z| z.name == zone)
                     .ok_or("zone not in its zonegroup")?;
-                if let Some(read_only) = read_only {
-                    info.read_only = *read_only;
+                if let Some(read_only) = change.read_only {
+                    info.read_only = read_only;
                 }
-                match master {
-                    Some(true) => group.info.master_zone = zone.clone(),
-                    Some(false) if group.info.master_zone == *zone => group.info.master_zone.clear(),
+                match change.master {
+                    Some(true) => group.info.master_zone = zone.to_string(),
+                    Some(false) if group.info.master_zone == zone => group.info.master_zone.clear(),
                     _ => {}
                 }
                 Ok(())
             }
-            Step::CreateSystemUser { uid, keys } => {
+            RgwStep::CreateSystemUser { uid, keys } => {
                 // `user create` refuses to run anywhere but on the metadata master.
                 let copy = self.realm(site).ok_or("no realm: not the metadata master")?;
                 let master = copy.period.as_ref().map(|p| p.config.master_zone.as_str());
@@ -137,60 +133,51 @@ impl RgwWorld {
                     master.is_some_and(|m| copy.zones.contains_key(m)),
                     "not the metadata master",
                 )?;
-                self.site_mut(site).users.insert(uid.clone(), keys.clone());
+                self.site_mut(site).users.insert(uid.to_string(), keys.clone());
                 Ok(())
             }
-            Step::CommitPeriod { realm } => self.commit(site, realm),
-            Step::PullRealm { realm, url, keys } => self.pull(site, realm, url, keys, true),
-            Step::PullPeriod { realm, url, keys } => self.pull(site, realm, url, keys, false),
-            Step::InitMetadataSync { realm, zone } => {
+            RgwStep::CommitPeriod { realm } => self.commit(site, realm),
+            RgwStep::Pull(pull) => self.pull(site, pull),
+            RgwStep::InitMetadataSync { realm, zone } => {
                 let copy = self.local_realm(site, realm)?;
                 require(copy.zones.contains_key(zone), "zone not found")
             }
-            Step::SetSyncPolicy {
-                realm,
-                zone_group,
-                groups,
-            } => {
-                let copy = self.local_realm(site, realm)?;
+            RgwStep::SetSyncPolicy(target, groups) => {
+                let zone_group = target.zone_group;
+                let copy = self.local_realm(site, target.realm)?;
                 let group = copy
                     .zone_groups
                     .get_mut(zone_group)
                     .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
-                group.policy = groups.clone();
+                group.policy = groups.to_vec();
                 Ok(())
             }
-            Step::DeleteZone {
-                realm,
-                zone_group,
-                zone,
-            } => {
-                let Some(copy) = self.realm_mut(site).filter(|r| r.name == *realm) else {
+            RgwStep::DeleteZone(target) => {
+                let Some(copy) = self.realm_mut(site).filter(|r| r.name == target.realm) else {
                     return Ok(());
                 };
-                copy.zones.remove(zone);
-                if let Some(group) = copy.zone_groups.get_mut(zone_group) {
-                    group.info.zones.retain(|z| z.name != *zone);
-                    if group.info.master_zone == *zone {
+                copy.zones.remove(target.zone);
+                if let Some(group) = copy.zone_groups.get_mut(target.zone_group) {
+                    group.info.zones.retain(|z| z.name != target.zone);
+                    if group.info.master_zone == target.zone {
                         group.info.master_zone.clear();
                     }
                 }
                 Ok(())
             }
-            Step::DeleteZoneGroup { realm, zone_group } => {
-                if let Some(copy) = self.realm_mut(site).filter(|r| r.name == *realm) {
-                    copy.zone_groups.remove(zone_group);
+            RgwStep::DeleteZoneGroup(target) => {
+                if let Some(copy) = self.realm_mut(site).filter(|r| r.name == target.realm) {
+                    copy.zone_groups.remove(target.zone_group);
                 }
                 Ok(())
             }
-            Step::DeleteRealm { realm } => {
+            RgwStep::DeleteRealm { realm } => {
                 let model = self.site_mut(site);
-                if model.realm.as_ref().is_some_and(|r| r.name == *realm) {
+                if model.realm.as_ref().is_some_and(|r| r.name == realm) {
                     model.realm = None;
                 }
                 Ok(())
             }
-            other => Err(format!("an RGW planner must never plan {}", other.verb())),
         }
     }
 
@@ -271,15 +258,9 @@ impl RgwWorld {
     }
 
     /// `realm pull` (creating the realm here) or `period pull` from the cluster serving `url`.
-    fn pull(
-        &mut self,
-        site: &str,
-        realm: &str,
-        url: &str,
-        keys: &SystemKeys,
-        create: bool,
-    ) -> Result<(), String> {
-        if !create {
+    fn pull(&mut self, site: &str, pull: Pull<'_>) -> Result<(), String> {
+        let (realm, url) = (pull.realm, pull.url);
+        if !pull.create_realm {
             self.local_realm(site, realm)?;
         }
         let serves = |copy: &RealmCopy| {
@@ -297,7 +278,7 @@ impl RgwWorld {
             .map(|(name, _)| name.clone())
             .ok_or_else(|| format!("request to {url} failed: (111) Connection refused"))?;
         require(self.reachable(&host), "(110) Connection timed out")?;
-        require(self.accepts(&host, keys), "(13) Permission denied")?;
+        require(self.accepts(&host, pull.keys), "(13) Permission denied")?;
         let remote = self
             .realm(&host)
             .cloned()

@@ -8,11 +8,11 @@
 //! - The period's master zone goes last: Ceph commits no period without it, so once it is the only zone of
 //!   the period it is deleted locally, and the realm's own deletion takes the period away.
 
-use super::{describe, Health, Observed, Outcome, RealmContext, ZoneView};
+use super::{unobserved, Observed, Outcome, RealmContext, ZoneView};
 use crate::{
     agent::Step,
     api::{common::DeletionPolicy, conditions::reason, zone::CephZoneSpec},
-    plan::SiteStep,
+    plan::{describe, Health, SiteStep},
 };
 
 pub(super) fn plan(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Outcome {
@@ -25,14 +25,7 @@ pub(super) fn plan(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) ->
         .cleanup_complete(true);
     }
     if let Err(error) = &observed.local {
-        return Health::progressing(
-            reason::AGENT_UNREACHABLE,
-            format!(
-                "cannot read realm {} on site {}: {error}",
-                observed.realm, observed.site
-            ),
-        )
-        .into_outcome(Vec::new());
+        return unobserved(observed, error).into_outcome(Vec::new());
     }
     let steps = match steps(spec, observed, view) {
         Ok(steps) => steps,

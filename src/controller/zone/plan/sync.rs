@@ -6,14 +6,14 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::{Health, Observed, Prerequisites};
+use super::{Observed, Prerequisites};
 use crate::{
-    agent::{Step, SyncShards, ZoneSync},
+    agent::{AgentError, Step, SyncShards, ZoneSync},
     api::{
         conditions::{condition, reason, RPO_MET, SYNCED},
         zone::{CephZoneSpec, CephZoneStatus, SourceSyncProgress, SyncProgress, ZoneSyncStatus},
     },
-    plan::SiteStep,
+    plan::{Health, SiteStep},
 };
 
 /// Condition type: a secondary's metadata sync made no progress for too long.
@@ -38,7 +38,7 @@ pub(super) enum Answer {
     /// Not probed: the zone is a master or does not exist yet.
     NotAsked,
     /// Probed, but RGW did not answer (it reloads after every period commit).
-    Failed(String),
+    Failed(AgentError),
     Answered,
 }
 

@@ -17,7 +17,7 @@ use crate::{
         testing::{
             bucket_group,
             fleet::{Fleet, SITES},
-            mirror_group, realm, zone, MASTER_GROUP,
+            mirror_group, realm, unreachable_agent, zone, MASTER_GROUP,
         },
     },
     plan::testing::{find, kstatus_violation, rendered},
@@ -237,7 +237,7 @@ proptest! {
         let master_site = fleet.realm_master().map(|z| z.spec.site.clone());
         let mut observed = fleet.realm_observed();
         if unreachable && observed.master_site.is_some() {
-            observed.master_site = Some(Err("connection refused".into()));
+            observed.master_site = Some(Err(unreachable_agent(master_site.as_deref().unwrap_or_default())));
         }
         if unobserved {
             observed.master_site = None;

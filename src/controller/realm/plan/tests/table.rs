@@ -10,10 +10,13 @@ use crate::{
         conditions::{reason, READY},
         realm::SyncGroupStatus,
     },
-    controller::testing::{
-        assert_stalls, assert_waits, bucket_group, endpoint,
-        fleet::{pair, Fleet},
-        mirror_group, realm, zone,
+    controller::{
+        realm::plan::plan,
+        testing::{
+            agent_failures, assert_stalls, assert_waits, bucket_group, endpoint,
+            fleet::{pair, Fleet},
+            mirror_group, realm, zone,
+        },
     },
     plan::{
         testing::{find, kstatus_violation, rendered, status_reason},
@@ -236,6 +239,17 @@ fn an_unreachable_master_site_is_reported_without_steps() {
         reason::AGENT_UNREACHABLE,
         "cannot read realm prod on site site-a",
     );
+}
+
+#[test]
+fn a_master_site_that_cannot_be_read_waits_with_the_reason_of_the_failure() {
+    let fleet = converged(realm().build());
+    for (failure, why) in agent_failures("site-a") {
+        let mut observed = fleet.realm_observed();
+        observed.master_site = Some(Err(failure.clone()));
+        let plan = plan(&fleet.realm, &observed, fleet.now);
+        assert_waits(&plan.plan, why, &failure.to_string());
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{plan, Observed, ZonePlan};
 use crate::{
-    agent::{SourceSync, SyncShards, ZoneSync},
+    agent::{AgentResult, SourceSync, SyncShards, ZoneSync},
     controller::testing::{
         fleet::{self, at, Fleet},
         realm,
@@ -35,7 +35,7 @@ pub fn plan_observed(fleet: &Fleet, name: &str, edit: impl FnOnce(&mut Observed)
 }
 
 /// `us-west` probed with `sync`; the plan is recorded as the status writer would, then `later` seconds pass.
-pub fn probe(fleet: &mut Fleet, sync: Result<ZoneSync, String>, later: i64) -> ZonePlan {
+pub fn probe(fleet: &mut Fleet, sync: AgentResult<ZoneSync>, later: i64) -> ZonePlan {
     let plan = plan_observed(fleet, "us-west", |observed| observed.sync = Some(sync));
     assert_eq!(kstatus_violation(&plan.plan.conditions), None);
     fleet.record_zone("us-west", &plan);

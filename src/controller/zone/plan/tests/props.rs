@@ -7,7 +7,7 @@ use proptest::{prelude::*, sample::subsequence};
 
 use super::{converged_pair, init_shards, plan, probe, shards, west_sync};
 use crate::{
-    agent::{Step, SyncShards, SystemKeys, ZoneSync},
+    agent::{AgentResult, Step, SyncShards, SystemKeys, ZoneSync},
     api::{
         common::DeletionPolicy,
         conditions::{condition, READY, SYNCED},
@@ -16,7 +16,7 @@ use crate::{
     controller::{
         testing::{
             fleet::{at, Fleet, EPOCH, SITES},
-            keys, realm, zone, ZoneBuilder,
+            keys, realm, unreachable_agent, zone, ZoneBuilder,
         },
         zone::plan::WEDGED,
     },
@@ -204,7 +204,7 @@ fn previous_statuses() -> impl Strategy<Value = Option<CephZoneStatus>> {
     })
 }
 
-fn sync_answers() -> impl Strategy<Value = Option<Result<ZoneSync, String>>> {
+fn sync_answers() -> impl Strategy<Value = Option<AgentResult<ZoneSync>>> {
     let one = (0..3u8, 0u32..64, prop::option::of(0i64..1000)).prop_map(|(state, behind, age)| match state {
         0 => init_shards(),
         1 => SyncShards {
@@ -215,7 +215,7 @@ fn sync_answers() -> impl Strategy<Value = Option<Result<ZoneSync, String>>> {
     });
     prop_oneof![
         1 => Just(None),
-        1 => Just(Some(Err("503".to_string()))),
+        1 => Just(Some(Err(unreachable_agent("site-b")))),
         4 => (one.clone(), one).prop_map(|(m, d)| Some(Ok(west_sync(m, d)))),
     ]
 }
@@ -325,7 +325,7 @@ proptest! {
             observed.context.realm_master = None;
         }
         if unreachable {
-            observed.local = Err("connection refused".into());
+            observed.local = Err(unreachable_agent(&observed.site));
         }
         observed.sync = sync;
         observed.previous = previous;

@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{converged_pair, init_shards, pair, plan_observed, probe, shards, west_sync};
 use crate::{
-    agent::{Step, SyncShards, ZoneSync},
+    agent::{AgentError, AgentResult, Step, SyncShards, ZoneSync},
     api::conditions::{reason, READY, RECONCILING, RPO_MET, STALLED, SYNCED},
     controller::{
         testing::{
@@ -21,7 +21,7 @@ fn seconds_ago(fleet: &Fleet, seconds: i64) -> Option<Timestamp> {
     Some(at(fleet.now.as_second() - seconds))
 }
 
-fn stuck_metadata(oldest: i64) -> Result<ZoneSync, String> {
+fn stuck_metadata(oldest: i64) -> AgentResult<ZoneSync> {
     Ok(west_sync(shards(3, Some(at(oldest))), shards(0, None)))
 }
 
@@ -144,7 +144,13 @@ fn a_failed_probe_keeps_the_last_figures_and_waits_for_rgw() {
     let mut fleet = converged_pair();
     let behind = Ok(west_sync(shards(0, None), shards(2, seconds_ago(&fleet, 40))));
     let answered = probe(&mut fleet, behind, 5);
-    let failed = probe(&mut fleet, Err("503 Service Unavailable".into()), 5);
+    let rgw_reloading = AgentError::CommandFailed {
+        site: "site-b".into(),
+        command: "radosgw-admin sync status".into(),
+        exit_code: Some(5),
+        stderr: "503 Service Unavailable".into(),
+    };
+    let failed = probe(&mut fleet, Err(rgw_reloading), 5);
     assert!(failed.plan.steps.is_empty());
     assert_eq!(failed.status.sync, answered.status.sync);
     assert_eq!(failed.status.lag_seconds, Some(40));

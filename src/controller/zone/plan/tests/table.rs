@@ -10,7 +10,9 @@ use crate::{
         conditions::{reason, READY, RECONCILING},
         zone::ZoneRole,
     },
-    controller::testing::{assert_stalls, assert_waits, endpoint, fleet::Fleet, keys, realm, zone},
+    controller::testing::{
+        agent_failures, assert_stalls, assert_waits, endpoint, fleet::Fleet, keys, realm, zone,
+    },
     plan::{
         testing::{find, kstatus_violation, rendered, status_reason},
         SiteStep,
@@ -81,6 +83,17 @@ fn an_unreachable_site_plans_nothing_and_says_so() {
     fleet.world.site_mut("site-a").unreachable = Some("connection refused".into());
     let plan = fleet.plan_zone("us-east");
     assert_waits(&plan.plan, reason::AGENT_UNREACHABLE, "connection refused");
+}
+
+#[test]
+fn a_site_that_cannot_be_read_waits_with_the_reason_of_the_failure() {
+    let fleet = pair().with_realm_in_ceph();
+    for (failure, why) in agent_failures("site-a") {
+        let plan = plan_observed(&fleet, "us-east", |observed| {
+            observed.local = Err(failure.clone())
+        });
+        assert_waits(&plan.plan, why, &failure.to_string());
+    }
 }
 
 #[test]
@@ -408,6 +421,19 @@ fn deleting_while_the_site_is_unreachable_keeps_the_finalizer() {
     let plan = fleet.plan_zone("us-west");
     assert_waits(&plan.plan, reason::AGENT_UNREACHABLE, "connection refused");
     assert!(!plan.cleanup_complete, "the zone may still be in Ceph");
+}
+
+#[test]
+fn deleting_while_the_site_cannot_be_read_waits_with_the_reason_of_the_failure() {
+    let mut fleet = converged_pair();
+    fleet.zone_object_mut("us-west").deleting = true;
+    for (failure, why) in agent_failures("site-b") {
+        let plan = plan_observed(&fleet, "us-west", |observed| {
+            observed.local = Err(failure.clone())
+        });
+        assert_waits(&plan.plan, why, &failure.to_string());
+        assert!(!plan.cleanup_complete, "the zone may still be in Ceph");
+    }
 }
 
 #[test]
