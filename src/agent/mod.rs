@@ -224,6 +224,21 @@ pub struct RbdImage {
     pub last_mirror_snapshot: Option<MirrorSnapshot>,
 }
 
+impl RbdImage {
+    /// The newest point in time this copy is known to hold: rbd-mirror's last snapshot sync, else the
+    /// creation of its newest complete received (`non-primary`) mirror snapshot. rbd-mirror reports no sync
+    /// time until it has synced a snapshot since it (re)started replaying the image, as after a promotion on
+    /// the peer, while the snapshot it received before that is still a point the copy holds.
+    pub fn synced_point(&self) -> Option<Timestamp> {
+        self.replay.as_ref().and_then(|r| r.last_synced).or_else(|| {
+            self.last_mirror_snapshot
+                .as_ref()
+                .filter(|snap| snap.state == "non-primary" && snap.complete)
+                .map(|snap| snap.created)
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageMirroring {
@@ -613,5 +628,41 @@ mod tests {
         assert_eq!(json["step"], "PromoteImage");
         assert_eq!(serde_json::from_value::<Step>(json).unwrap(), step);
         assert_eq!(step.to_string(), "force-promote rbd/db");
+    }
+
+    #[test]
+    fn the_synced_point_is_the_last_sync_else_the_newest_received_snapshot() {
+        let at = |second: i64| Timestamp::from_second(1_780_000_000 + second).unwrap();
+        let snapshot = |state: &str, complete: bool| MirrorSnapshot {
+            id: 7,
+            name: ".mirror.snap".into(),
+            created: at(10),
+            state: state.into(),
+            complete,
+        };
+        let replay = |last_synced| ReplayStatus {
+            state: "replaying".into(),
+            up: true,
+            description: String::new(),
+            last_synced,
+        };
+        let image = |replay, snapshot| RbdImage {
+            name: "db".into(),
+            mirroring: None,
+            replay,
+            last_mirror_snapshot: snapshot,
+        };
+        let received = Some(snapshot("non-primary", true));
+        assert_eq!(
+            image(Some(replay(Some(at(5)))), received.clone()).synced_point(),
+            Some(at(5))
+        );
+        assert_eq!(image(Some(replay(None)), received).synced_point(), Some(at(10)));
+        assert_eq!(
+            image(None, Some(snapshot("non-primary", false))).synced_point(),
+            None
+        );
+        assert_eq!(image(None, Some(snapshot("demoted", true))).synced_point(), None);
+        assert_eq!(image(None, Some(snapshot("primary", true))).synced_point(), None);
     }
 }

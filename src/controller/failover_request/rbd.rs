@@ -183,7 +183,7 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
                 FailoverAction::Emergency => {
                     // The worst case over the images about to be force-promoted.
                     if let Seen::Image(copy) = t {
-                        let synced = last_synced(copy).filter(|_| !is_primary(copy));
+                        let synced = copy.synced_point().filter(|_| !is_primary(copy));
                         oldest_synced = match (oldest_synced, synced) {
                             (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
                             (a, b) => a.or(b),
@@ -270,7 +270,7 @@ fn check_planned(ctx: &Ctx, label: &str, t: Seen, s: Seen, mode: ImageMirrorMode
     let (Some(max), true, Seen::Image(copy)) = (ctx.spec.max_lag_seconds, seen_primary(s), t) else {
         return Ok(());
     };
-    match (mode, last_synced(copy)) {
+    match (mode, copy.synced_point()) {
         (ImageMirrorMode::Snapshot, None) => Err(Failure::new(
             reason::LAG_ABOVE_TARGET,
             format!("lag of image {label} unknown: site {target} has synced no snapshot of it yet"),

@@ -289,11 +289,7 @@ fn copy_status(view: &ImageView, pair: &SitePair, primary: usize, now: Timestamp
             Some(r.description.clone()).filter(|d| !d.is_empty()),
         ),
     };
-    let last_sync = replay.and_then(|r| r.last_synced).or_else(|| {
-        copy.and_then(|img| img.last_mirror_snapshot.as_ref())
-            .filter(|snap| snap.state == "non-primary" && snap.complete)
-            .map(|snap| snap.created)
-    });
+    let last_sync = copy.and_then(RbdImage::synced_point);
     // Journal mode streams writes: its lag is in journal entries, not in time since a snapshot.
     let lag = (view.primary_mode() == Some(ImageMirrorMode::Snapshot))
         .then(|| last_sync.map(|t| seconds_since(t, now)))
