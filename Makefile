@@ -15,16 +15,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# The CRDs from the Rust types, and the chart's copy of them (Helm installs charts/cephdr/crds/ itself).
+# The CRDs from the Rust types, the chart's copy of them (Helm installs charts/cephdr/crds/ itself), and the
+# resource reference rendered from their schemas.
 generate:
-	$(CARGO) run --locked --quiet -- crds --out crds
+	$(CARGO) run --locked --quiet -- crds --out crds --reference docs/reference.md
 	rm -f charts/cephdr/crds/*.yaml
 	cp crds/*.cephdr.io.yaml charts/cephdr/crds/
 
-# CI fails when the committed CRDs, or the chart's copy, differ from what the Rust types generate.
+# CI fails when the committed CRDs, the chart's copy or the reference differ from what the Rust types generate.
+GENERATED := crds/ charts/cephdr/crds/ docs/reference.md
 check-generated: generate
-	git diff --exit-code -- crds/ charts/cephdr/crds/ || { echo "crds/ or charts/cephdr/crds/ is stale: run 'make generate' and commit" >&2; exit 1; }
-	test -z "$$(git status --porcelain -- crds/ charts/cephdr/crds/)" || { echo "crds/ or charts/cephdr/crds/ has files not committed: run 'make generate' and commit" >&2; exit 1; }
+	git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
+	test -z "$$(git status --porcelain -- $(GENERATED))" || { echo "generated files are not committed: run 'make generate' and commit" >&2; exit 1; }
 
 # Everything: lint, generated files, unit tests, integration tests against a real kube-apiserver, and the
 # end-to-end tests against two real Ceph sites.

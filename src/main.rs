@@ -97,6 +97,9 @@ enum Command {
         /// Directory to write `<plural>.cephdr.io.yaml` files into; `-` prints one multi-document stream.
         #[arg(long, default_value = "crds")]
         out: String,
+        /// Also write the Markdown resource reference, rendered from the CRDs' schemas, to this file.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
     /// Sites, realms, zones, pools, images and running failovers, as their statuses report them.
     Status(StatusArgs),
@@ -294,7 +297,13 @@ async fn main() -> Result<()> {
             running.shutdown().await;
         }
         Command::Sync { command } => run_sync(command).await?,
-        Command::Crds { out } => write_crds(&out)?,
+        Command::Crds { out, reference } => {
+            write_crds(&out)?;
+            if let Some(path) = reference {
+                let text = cephdr::api::reference::render(&cephdr::api::crds());
+                std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+            }
+        }
         Command::Status(status) => cli::status::run(&status, &mut std::io::stdout()).await?,
         Command::Failover(failover) => cli::failover::run(&failover, &mut std::io::stdout()).await?,
     }

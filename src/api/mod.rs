@@ -1,4 +1,4 @@
-//! The cephdr.io/v1alpha1 resources. Types only: no I/O, no clients.
+//! The cephdr.io/v1alpha1 resources, and their reference rendered from the CRDs. No I/O, no clients.
 
 // Each `printcolumn(...)` repeats `type_ = "string"`; clippy reads the repeats as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod failover_request;
 pub mod rbd_mirror_pool;
 pub mod realm;
+pub mod reference;
 pub mod site;
 pub mod zone;
 
