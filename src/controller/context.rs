@@ -8,7 +8,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use futures::FutureExt;
 use kube::{
     runtime::{
         events::{Recorder, Reporter},
@@ -43,9 +42,6 @@ impl AgentConnector for FixedAgents {
             .ok_or_else(|| Error::SiteNotFound(site.name_any()))
     }
 }
-
-/// How soon a reconcile that found the caches not yet filled runs again.
-pub const CACHE_SYNC_RETRY: Duration = Duration::from_millis(500);
 
 /// Read-only caches of the resources controllers look each other up in.
 #[derive(Clone)]
@@ -86,29 +82,6 @@ impl Context {
             recorder,
             backoff: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Whether every cache has listed its kind once. The caches fill as the controllers start, so the first
-    /// reconciles of a freshly started operator would otherwise find a `CephSite` missing, a realm without
-    /// its zones, or no FailoverRequest blocking another one. Checked, not awaited: a reconcile that waits
-    /// inside a controller's stream would hold up the very reflectors that fill the caches.
-    pub fn caches_synced(&self) -> bool {
-        let Stores {
-            sites,
-            realms,
-            zones,
-            pools,
-            requests,
-        } = &self.stores;
-        [
-            sites.wait_until_ready().now_or_never(),
-            realms.wait_until_ready().now_or_never(),
-            zones.wait_until_ready().now_or_never(),
-            pools.wait_until_ready().now_or_never(),
-            requests.wait_until_ready().now_or_never(),
-        ]
-        .iter()
-        .all(|ready| matches!(ready, Some(Ok(()))))
     }
 
     /// The `CephSite` named `name` in `namespace`, from the cache.

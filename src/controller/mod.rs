@@ -24,7 +24,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-pub use context::{AgentConnector, Context, FixedAgents, Stores, CACHE_SYNC_RETRY};
+pub use context::{AgentConnector, Context, FixedAgents, Stores};
 pub use error::{Error, Result};
 
 use crate::{

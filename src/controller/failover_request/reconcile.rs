@@ -38,9 +38,6 @@ pub const CONTROLLER: &str = "failoverrequest";
 
 #[instrument(skip_all, fields(request = %request.name_any(), namespace = request.namespace().unwrap_or_default(), action = request.spec.action.as_str()))]
 pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.caches_synced() {
-        return Ok(Action::requeue(crate::controller::CACHE_SYNC_RETRY));
-    }
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     let namespace = request.namespace().unwrap_or_default();
     let api: Api<FailoverRequest> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -35,9 +35,6 @@ pub fn token_secret_name(pool: &RbdMirrorPool) -> String {
 
 #[instrument(skip_all, fields(pool = %pool.name_any(), namespace = pool.namespace().unwrap_or_default(), generation = pool.metadata.generation))]
 pub async fn reconcile(pool: Arc<RbdMirrorPool>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.caches_synced() {
-        return Ok(Action::requeue(crate::controller::CACHE_SYNC_RETRY));
-    }
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     with_finalizer(&ctx, pool, |pool, deleting| {
         let ctx = ctx.clone();

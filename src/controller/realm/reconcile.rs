@@ -47,9 +47,6 @@ pub fn member_zones<'a>(realm: &CephRealm, zones: impl IntoIterator<Item = &'a C
 
 #[instrument(skip_all, fields(realm = %realm.name_any(), namespace = realm.namespace().unwrap_or_default(), generation = realm.metadata.generation))]
 pub async fn reconcile(realm: Arc<CephRealm>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.caches_synced() {
-        return Ok(Action::requeue(crate::controller::CACHE_SYNC_RETRY));
-    }
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     with_finalizer(&ctx, realm, |realm, deleting| {
         let ctx = ctx.clone();

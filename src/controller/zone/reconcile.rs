@@ -25,9 +25,6 @@ pub const CONTROLLER: &str = "cephzone";
 
 #[instrument(skip_all, fields(zone = %zone.name_any(), namespace = zone.namespace().unwrap_or_default(), generation = zone.metadata.generation))]
 pub async fn reconcile(zone: Arc<CephZone>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.caches_synced() {
-        return Ok(Action::requeue(crate::controller::CACHE_SYNC_RETRY));
-    }
     let _timer = ctx.metrics.reconcile_started(CONTROLLER);
     with_finalizer(&ctx, zone, |zone, deleting| {
         let ctx = ctx.clone();
