@@ -316,11 +316,9 @@ impl Demo {
         if status.phase != FailoverPhase::Completed {
             bail!("the failover ended {:?}: {:#?}", status.phase, status.conditions);
         }
-        let info = self.sites.b.rbd(&["info", "rbd/db", "--format", "json"])?;
-        let primary: serde_json::Value = serde_json::from_str(&info)?;
         self.say(&format!(
             "rbd/db on site B: mirroring primary = {}",
-            primary["mirroring"]["primary"]
+            self.sites.b.is_primary("rbd/db")?
         ));
         Ok(())
     }
