@@ -684,15 +684,21 @@ async fn remote_connector_reaches_a_site_with_its_secrets_and_follows_a_rotated_
         .patch("site-a-agent", &PatchParams::default(), &Patch::Merge(&rotated))
         .await?;
     harness.write_tokens(&[ROTATED_TOKEN]);
+    // The cached agent is used until the agent refuses its token (or SECRET_RECHECK passes): no Secret
+    // read per call. The refusal makes the next connect read the Secret and build an agent with the new token.
+    assert_eq!(
+        agent.cluster_info().await,
+        Err(AgentError::Unauthorized { site: SITE.into() })
+    );
     let rebuilt = connector.connect(&site).await?;
     assert!(
         !Arc::ptr_eq(&agent, &rebuilt),
         "a rotated Secret builds a new agent"
     );
     assert_eq!(rebuilt.cluster_info().await?, cluster_info());
-    assert_eq!(
-        agent.cluster_info().await,
-        Err(AgentError::Unauthorized { site: SITE.into() })
+    assert!(
+        Arc::ptr_eq(&rebuilt, &connector.connect(&site).await?),
+        "the new agent is cached in turn"
     );
     Ok(())
 }

@@ -26,22 +26,28 @@ use crate::{install_crds, pki::Ca, process, CephSite as BedSite, ControlPlane, T
 /// The `CephSite` names of the bed's sites A and B.
 pub const SITE_NAMES: [&str; 2] = ["site-a", "site-b"];
 
-/// An agent API serving one real site, stopped when dropped.
+/// An agent API serving one site, stopped when dropped.
 pub struct SiteAgent {
     pub site: String,
     pub url: String,
     addr: std::net::SocketAddr,
     tls: TlsFiles,
     tokens: std::path::PathBuf,
-    backend: CephCli,
+    backend: Arc<dyn ClusterAgent>,
     server: Option<AgentServer>,
 }
 
 impl SiteAgent {
-    /// Serves `site` over HTTPS on its loopback address with a serving certificate from `ca` and one token.
-    async fn start(site: &str, bed: &BedSite, ca: &Ca, token: &str) -> Result<SiteAgent> {
+    /// Serves `backend` as `site` over HTTPS on `ip` with a serving certificate from `ca` and one token.
+    pub async fn start(
+        site: &str,
+        ip: &str,
+        backend: Arc<dyn ClusterAgent>,
+        ca: &Ca,
+        token: &str,
+    ) -> Result<SiteAgent> {
         let dir = process::scratch_dir(&std::env::temp_dir(), &format!("agent-{site}"))?;
-        let serving = ca.server(site, &[bed.ip.as_str()], &[])?;
+        let serving = ca.server(site, &[ip], &[])?;
         let tls = TlsFiles {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
@@ -53,10 +59,10 @@ impl SiteAgent {
         let mut agent = SiteAgent {
             site: site.to_string(),
             url: String::new(),
-            addr: format!("{}:0", bed.ip).parse()?,
+            addr: format!("{ip}:0").parse()?,
             tls,
             tokens,
-            backend: CephCli::new(site).with_conf(&bed.conf).with_keyring(&bed.keyring),
+            backend,
             server: None,
         };
         agent.serve().await?;
@@ -66,7 +72,7 @@ impl SiteAgent {
 
     async fn serve(&mut self) -> Result<()> {
         let server = serve(
-            Arc::new(self.backend.clone()) as Arc<dyn ClusterAgent>,
+            self.backend.clone(),
             self.addr,
             self.tls.clone(),
             Tokens::load(&self.tokens)?,
@@ -124,7 +130,8 @@ impl OperatorStack {
         let mut agents = Vec::new();
         for (name, bed) in SITE_NAMES.into_iter().zip(sites) {
             let token = process::random_hex(32)?;
-            let agent = SiteAgent::start(name, bed, &ca, &token).await?;
+            let backend = CephCli::new(name).with_conf(&bed.conf).with_keyring(&bed.keyring);
+            let agent = SiteAgent::start(name, &bed.ip, Arc::new(backend), &ca, &token).await?;
             register_site(&ns, name, &agent.url, &token, &ca.cert_pem()).await?;
             agents.push(agent);
         }
@@ -211,8 +218,14 @@ impl OperatorStack {
     }
 }
 
-/// The agent's token and CA in a Secret, and the `CephSite` that points at the agent.
-async fn register_site(ns: &TestNamespace, name: &str, url: &str, token: &str, ca_pem: &str) -> Result<()> {
+/// Creates the `CephSite` `name` reaching the agent at `url`, its token and CA in a Secret `<name>-agent`.
+pub async fn register_site(
+    ns: &TestNamespace,
+    name: &str,
+    url: &str,
+    token: &str,
+    ca_pem: &str,
+) -> Result<()> {
     let secret_name = format!("{name}-agent");
     let secret = Secret {
         metadata: ObjectMeta {

@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -96,6 +99,8 @@ pub struct RemoteAgent {
     timeout: Duration,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     metrics: Option<Arc<Metrics>>,
+    /// Set once the agent answered 401: the token this client holds is no longer accepted.
+    refused_token: AtomicBool,
 }
 
 /// One failed attempt and whether another attempt may succeed.
@@ -127,6 +132,7 @@ impl RemoteAgent {
             timeout: config.timeout,
             client: Client::builder(TokioExecutor::new()).build(https),
             metrics: None,
+            refused_token: AtomicBool::new(false),
         })
     }
 
@@ -228,6 +234,7 @@ impl RemoteAgent {
     /// Turns an error answer into the agent's own error where it sent one.
     fn rejection(&self, method: &Method, path: &str, url: &str, status: StatusCode, body: &[u8]) -> Failed {
         if status == StatusCode::UNAUTHORIZED {
+            self.refused_token.store(true, Ordering::Relaxed);
             return Failed {
                 error: AgentError::Unauthorized {
                     site: self.site.clone(),
@@ -413,8 +420,9 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// Connects the operator to each `CephSite`'s agent with the token and CA from the site's Secrets. Agents
-/// are cached per site and rebuilt when the endpoint or either Secret changes, so a rotated token is
-/// picked up on the next reconcile while connections are otherwise reused.
+/// are cached per site and rebuilt when the endpoint or either Secret changes, so connections are reused.
+/// The Secrets are read again at most every [`SECRET_RECHECK`], or at once after the agent refused the
+/// cached token: a rotated token is picked up within seconds without an API read per agent call.
 pub struct RemoteConnector {
     client: kube::Client,
     metrics: Option<Arc<Metrics>>,
@@ -423,8 +431,12 @@ pub struct RemoteConnector {
 
 struct CachedAgent {
     fingerprint: Fingerprint,
-    agent: Arc<dyn ClusterAgent>,
+    agent: Arc<RemoteAgent>,
+    checked: Instant,
 }
+
+/// How long a cached agent is used without reading its site's Secrets again.
+pub const SECRET_RECHECK: Duration = Duration::from_secs(10);
 
 /// What a cached agent was built from.
 #[derive(PartialEq)]
@@ -466,6 +478,15 @@ impl AgentConnector for RemoteConnector {
             .namespace()
             .ok_or_else(|| Error::InvalidSpec(format!("CephSite {name} has no namespace")))?;
         let endpoint = &site.spec.agent;
+        let key = (namespace.clone(), name.clone());
+        if let Some(cached) = self.agents.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if cached.fingerprint.endpoint == *endpoint
+                && cached.checked.elapsed() < SECRET_RECHECK
+                && !cached.agent.refused_token.load(Ordering::Relaxed)
+            {
+                return Ok(cached.agent.clone());
+            }
+        }
         let token_secret = self.secret(&namespace, &endpoint.token_secret_ref).await?;
         let ca_secret = match &endpoint.ca_secret_ref {
             // One Secret often holds both the token and the CA.
@@ -478,9 +499,14 @@ impl AgentConnector for RemoteConnector {
             token_version: token_secret.resource_version(),
             ca_version: ca_secret.as_ref().and_then(ResourceExt::resource_version),
         };
-        let key = (namespace, name.clone());
-        if let Some(cached) = self.agents.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if cached.fingerprint == fingerprint {
+        if let Some(cached) = self
+            .agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&key)
+        {
+            if cached.fingerprint == fingerprint && !cached.agent.refused_token.load(Ordering::Relaxed) {
+                cached.checked = Instant::now();
                 return Ok(cached.agent.clone());
             }
         }
@@ -510,10 +536,11 @@ impl AgentConnector for RemoteConnector {
         if let Some(metrics) = &self.metrics {
             agent = agent.with_metrics(metrics.clone());
         }
-        let agent: Arc<dyn ClusterAgent> = Arc::new(agent);
+        let agent = Arc::new(agent);
         let cached = CachedAgent {
             fingerprint,
             agent: agent.clone(),
+            checked: Instant::now(),
         };
         self.agents
             .lock()

@@ -98,14 +98,13 @@ impl Context {
         self.agents.connect(&site).await
     }
 
-    /// The next retry delay for `object`: exponential from 2 s to 5 min with ±20% jitter, so objects that
-    /// failed together do not retry together.
+    /// The next retry delay for `object` (see [`backoff_delay`]) with ±20% jitter, so objects that failed
+    /// together do not retry together.
     pub fn next_backoff<K: Resource>(&self, object: &K) -> Duration {
         let mut attempts = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         let n = attempts.entry(backoff_key(object)).or_insert(0);
-        *n = (*n + 1).min(16);
-        let base = (2u64 << (*n - 1).min(8)).min(300) as f64;
-        Duration::from_secs_f64(base * rand::rng().random_range(0.8..1.2))
+        *n = n.saturating_add(1);
+        backoff_delay(*n).mul_f64(rand::rng().random_range(0.8..1.2))
     }
 
     pub fn reset_backoff<K: Resource>(&self, object: &K) {
@@ -116,6 +115,17 @@ impl Context {
     }
 }
 
+/// Retry `attempt` (from 1) of a failing object: exponential from 250 ms to 5 min. A short first step
+/// because most failures right after a start are passing (caches still listing, a site's status not yet
+/// written); the cap because a site that is down for hours should not be hammered.
+pub fn backoff_delay(attempt: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(250);
+    const CAP: Duration = Duration::from_secs(300);
+    FIRST
+        .saturating_mul(1 << attempt.clamp(1, 12).saturating_sub(1))
+        .min(CAP)
+}
+
 fn backoff_key<K: Resource>(object: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -123,4 +133,20 @@ fn backoff_key<K: Resource>(object: &K) -> String {
         object.meta().namespace.as_deref().unwrap_or(""),
         object.meta().name.as_deref().unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_short_doubles_and_stops_at_five_minutes() {
+        let delays: Vec<f64> = (1..=14).map(|n| backoff_delay(n).as_secs_f64()).collect();
+        assert_eq!(
+            delays,
+            [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0]
+        );
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+        assert_eq!(backoff_delay(0), Duration::from_millis(250));
+    }
 }

@@ -61,6 +61,22 @@ impl Error {
 }
 
 impl Error {
+    /// The reconcile started from an older copy of the object than the API server holds: adding or removing
+    /// the finalizer failed its JSON-patch test (422) or a write conflicted (409). Nothing is wrong, the
+    /// watch is just behind (typically another trigger ran the reconcile before the cache saw the
+    /// finalizer the previous one added), so it is retried at once without counting towards the backoff.
+    pub fn is_stale_object(&self) -> bool {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        let stale = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 409 || status.code == 422);
+        match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                FinalizerError::AddFinalizer(error) | FinalizerError::RemoveFinalizer(error) => stale(error),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A failure to reach `site`'s agent as a planner carries it: the agent's own error as it is, anything
     /// else (no such `CephSite`, a missing Secret) as the agent being unreachable.
     pub fn into_agent_error(self, site: &str) -> AgentError {
@@ -84,6 +100,23 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        let status = serde_json::json!({"status": "Failure", "code": code, "message": "test failed"});
+        kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status")))
+    }
+
+    #[test]
+    fn a_finalizer_patch_against_a_stale_copy_is_told_apart_from_real_failures() {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        let finalizer = |error| Error::Finalizer(Box::new(error));
+        assert!(finalizer(FinalizerError::AddFinalizer(api(422))).is_stale_object());
+        assert!(finalizer(FinalizerError::RemoveFinalizer(api(409))).is_stale_object());
+        assert!(!finalizer(FinalizerError::AddFinalizer(api(403))).is_stale_object());
+        assert!(!finalizer(FinalizerError::ApplyFailed(Error::InvalidSpec("x".into()))).is_stale_object());
+        assert!(!Error::Kube(api(409)).is_stale_object());
+        assert!(!Error::SiteNotFound("site-a".into()).is_stale_object());
+    }
 
     #[test]
     fn a_planner_gets_the_agents_own_error_or_else_an_unreachable_agent() {

@@ -22,7 +22,7 @@ use kube::{
     runtime::{controller::Action, reflector::ObjectRef, watcher, Controller},
     Client, Resource, ResourceExt,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use context::{AgentConnector, Context, FixedAgents, Stores};
 pub use error::{Error, Result};
@@ -236,9 +236,16 @@ where
         .collect()
 }
 
+/// How soon a reconcile that started from a stale copy of its object runs again (the watch delivers the
+/// current one within milliseconds).
+const STALE_OBJECT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Permanent errors wait for a change of the object; others retry with per-object backoff.
 fn error_policy<K: Resource>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |object, error, ctx| {
+        if error.is_stale_object() {
+            return Action::requeue(STALE_OBJECT_RETRY);
+        }
         ctx.metrics.reconcile_failed(controller, error.reason());
         if error.is_permanent() {
             Action::await_change()
@@ -248,8 +255,14 @@ fn error_policy<K: Resource>(controller: &'static str) -> impl Fn(Arc<K>, &Error
     }
 }
 
-async fn log_result<K: Resource, E: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E>) {
-    if let Err(error) = result {
-        warn!(%error, "reconcile failed");
+async fn log_result<K: Resource, Q: std::error::Error>(
+    result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, Q>>,
+) {
+    match result {
+        Ok(_) => {}
+        Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) if error.is_stale_object() => {
+            debug!(%object, "reconcile started from a stale copy of the object; retrying")
+        }
+        Err(error) => warn!(%error, "reconcile failed"),
     }
 }
