@@ -177,6 +177,20 @@ impl OperatorStack {
     }
 }
 
+impl OperatorStack {
+    /// The operator's sample of metric `name` whose labels include `labels`, as Prometheus would scrape it.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics.render().lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let label_set = series.strip_prefix(name)?.strip_prefix('{')?;
+            labels
+                .iter()
+                .all(|(key, want)| label_set.contains(&format!("{key}=\"{want}\"")))
+                .then(|| value.parse().ok())?
+        })
+    }
+}
+
 /// FailoverRequests on the bed's pools.
 impl OperatorStack {
     /// Creates FailoverRequest `name` of `action` towards `target` for RbdMirrorPool `pool`.
@@ -281,13 +295,32 @@ impl OperatorStack {
         image: &str,
         mib: usize,
     ) -> Result<(api::RbdMirrorPool, String)> {
+        self.mirrored_image_with(sites, name, pool, image, mib, json!({}))
+            .await
+    }
+
+    /// [`Self::mirrored_image`] with the spec's top-level fields in `overrides` replacing the defaults
+    /// (`images`, `snapshotSchedules`, `rpoSeconds`, ...).
+    pub async fn mirrored_image_with(
+        &self,
+        sites: [&BedSite; 2],
+        name: &str,
+        pool: &str,
+        image: &str,
+        mib: usize,
+        overrides: serde_json::Value,
+    ) -> Result<(api::RbdMirrorPool, String)> {
         let [a, b] = sites;
+        let mut spec = json!({
+            "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
+            "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
+            "images": {"mirrorMode": "snapshot", "names": [image]},
+            "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600});
+        if let (Some(spec), Some(overrides)) = (spec.as_object_mut(), overrides.as_object()) {
+            spec.extend(overrides.clone());
+        }
         self.ns
-            .create::<api::RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": {
-                "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
-                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
-                "images": {"mirrorMode": "snapshot", "names": [image]},
-                "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600}}))
+            .create::<api::RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": spec}))
             .await?;
         wait_until("pool created on site A", || {
             Ok(a.pool_exists(pool)?.then_some(()))
