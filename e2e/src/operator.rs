@@ -16,7 +16,7 @@ use cephdr::{
     controller::{self, WatchScope},
     metrics::Metrics,
 };
-use k8s_openapi::{api::core::v1::Secret, ByteString};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition, ByteString};
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -260,6 +260,11 @@ impl Drop for OperatorStack {
             task.abort();
         }
     }
+}
+
+/// The pool's condition of `type_`, when its status has one.
+pub fn pool_condition<'a>(pool: &'a api::RbdMirrorPool, type_: &str) -> Option<&'a Condition> {
+    conditions::find(&pool.status.as_ref()?.conditions, type_)
 }
 
 /// How long real Ceph may take to peer, copy a first snapshot or run a failover on a loaded CI machine.
