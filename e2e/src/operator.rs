@@ -21,7 +21,7 @@ use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::{install_crds, pki::Ca, process, CephSite as BedSite, ControlPlane, TestNamespace};
+use crate::{install_crds, pki::Ca, process, CephSite as BedSite, CephSites, ControlPlane, TestNamespace};
 
 /// The `CephSite` names of the bed's sites A and B.
 pub const SITE_NAMES: [&str; 2] = ["site-a", "site-b"];
@@ -178,6 +178,18 @@ impl OperatorStack {
 }
 
 impl OperatorStack {
+    /// The operator on this test binary's shared control plane and Ceph sites, with rbd-mirror running on
+    /// both sites, as the RBD tests start.
+    pub async fn on_rbd_mirror_sites(prefix: &str) -> Result<(OperatorStack, &'static CephSites)> {
+        let plane = crate::shared_control_plane().await?;
+        let sites = crate::shared_ceph_sites().await?;
+        for site in [&sites.a, &sites.b] {
+            site.start_rbd_mirror()?;
+        }
+        let stack = OperatorStack::start(plane, [&sites.a, &sites.b], prefix).await?;
+        Ok((stack, sites))
+    }
+
     /// The operator's sample of metric `name` whose labels include `labels`, as Prometheus would scrape it.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.metrics.render().lines().find_map(|line| {
@@ -289,24 +301,11 @@ pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<
 
 impl OperatorStack {
     /// An `RbdMirrorPool` named `name` over both sites (two-way, images primary on site A, snapshot
-    /// mirroring every minute), and image `pool/image` with `mib` random MiB written on A once the operator
-    /// has created the pool. Returns the pool once it is Ready with the image replaying and site B holds
-    /// the same bytes, and the image's checksum.
+    /// mirroring every minute; the spec's top-level fields in `overrides` replace these), and image
+    /// `pool/image` with `mib` random MiB written on A once the operator has created the pool. Returns the
+    /// pool once it is Ready with the image replaying and site B holds the same bytes, and the image's
+    /// checksum.
     pub async fn mirrored_image(
-        &self,
-        sites: [&BedSite; 2],
-        name: &str,
-        pool: &str,
-        image: &str,
-        mib: usize,
-    ) -> Result<(api::RbdMirrorPool, String)> {
-        self.mirrored_image_with(sites, name, pool, image, mib, json!({}))
-            .await
-    }
-
-    /// [`Self::mirrored_image`] with the spec's top-level fields in `overrides` replacing the defaults
-    /// (`images`, `snapshotSchedules`, `rpoSeconds`, ...).
-    pub async fn mirrored_image_with(
         &self,
         sites: [&BedSite; 2],
         name: &str,

@@ -6,22 +6,16 @@ use anyhow::{Context as _, Result};
 use cephdr_e2e::{
     operator::{wait_until, OperatorStack},
     process::random_hex,
-    shared_ceph_sites, shared_control_plane,
 };
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn journal_mode_image_replays_every_write_on_b() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "journal-e2e").await?;
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("journal-e2e").await?;
     let pool = format!("jr{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     let (mirrored, _) = stack
-        .mirrored_image_with(
+        .mirrored_image(
             [&sites.a, &sites.b],
             "journaled",
             &pool,

@@ -10,22 +10,17 @@ use cephdr::{
 use cephdr_e2e::{
     operator::{pool_condition, wait_until, OperatorStack, CONVERGE},
     process::random_hex,
-    shared_ceph_sites, shared_control_plane,
 };
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_snapshot_schedule_is_reported_and_repaired() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "watchdog-e2e").await?;
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("watchdog-e2e").await?;
     let pool = format!("wd{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     // The smallest interval the CRD allows: the watchdog's limit is twice it, 120 s.
     stack
-        .mirrored_image([&sites.a, &sites.b], "guarded", &pool, "db", 8)
+        .mirrored_image([&sites.a, &sites.b], "guarded", &pool, "db", 8, json!({}))
         .await?;
 
     // The scheduler stops for db while the pool's schedule stays as cephdr set it: an image-level schedule,
