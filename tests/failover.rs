@@ -14,8 +14,6 @@ use cephdr::{
     },
 };
 use common::{mirrored, primary, Bed, PATIENCE, POOL};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
 use serde_json::json;
 
 fn request(name: &str, action: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -48,13 +46,7 @@ fn ran(bed: &Bed, site: &str, verb: &str) -> usize {
 
 /// Reasons of the Events published about the request `name`.
 async fn event_reasons(bed: &Bed, name: &str) -> Result<Vec<String>> {
-    let events = bed.api::<Event>().list(&ListParams::default()).await?;
-    Ok(events
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect())
+    cephdr_e2e::namespace::event_reasons(&bed.client, &bed.ns, name).await
 }
 
 #[tokio::test]

@@ -359,6 +359,22 @@ impl CephSite {
             .context("rbd info shows mirroring.primary")
     }
 
+    /// Ids of the image's (`pool/image`) mirror snapshots taken where it is primary, oldest first, as
+    /// `rbd snap ls --all` lists them.
+    pub fn primary_mirror_snapshots(&self, spec: &str) -> Result<Vec<u64>> {
+        let snaps: serde_json::Value =
+            serde_json::from_str(&self.rbd(&["snap", "ls", "--all", spec, "--format", "json"])?)?;
+        let mut ids: Vec<u64> = snaps
+            .as_array()
+            .context("rbd snap ls lists snapshots")?
+            .iter()
+            .filter(|snap| snap["namespace"]["type"] == "mirror" && snap["namespace"]["state"] == "primary")
+            .filter_map(|snap| snap["id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).
     pub fn write_some(&self, spec: &str) -> Result<String> {
         self.rbd(&[

@@ -4,9 +4,9 @@
 use std::{fmt::Debug, time::Duration};
 
 use anyhow::{bail, Result};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
 use kube::{
-    api::{Api, ObjectMeta, PostParams},
+    api::{Api, ListParams, ObjectMeta, PostParams},
     core::NamespaceResourceScope,
     Client, Resource,
 };
@@ -91,6 +91,11 @@ impl TestNamespace {
         }
     }
 
+    /// Reasons of the Events published about the object `name` in this namespace.
+    pub async fn event_reasons(&self, name: &str) -> Result<Vec<String>> {
+        event_reasons(&self.client, &self.name, name).await
+    }
+
     /// Polls until the object no longer exists (its finalizers have run).
     pub async fn wait_gone<K: Namespaced>(&self, name: &str, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -105,4 +110,17 @@ impl TestNamespace {
         }
         Ok(())
     }
+}
+
+/// Reasons of the Events published about the object `name` in `namespace`.
+pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Result<Vec<String>> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
 }

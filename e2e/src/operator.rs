@@ -16,12 +16,12 @@ use cephdr::{
     controller::{self, WatchScope},
     metrics::Metrics,
 };
-use k8s_openapi::{api::core::v1::Secret, ByteString};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition, ByteString};
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::{install_crds, pki::Ca, process, CephSite as BedSite, ControlPlane, TestNamespace};
+use crate::{install_crds, pki::Ca, process, CephSite as BedSite, CephSites, ControlPlane, TestNamespace};
 
 /// The `CephSite` names of the bed's sites A and B.
 pub const SITE_NAMES: [&str; 2] = ["site-a", "site-b"];
@@ -184,6 +184,32 @@ impl OperatorStack {
     }
 }
 
+impl OperatorStack {
+    /// The operator on this test binary's shared control plane and Ceph sites, with rbd-mirror running on
+    /// both sites, as the RBD tests start.
+    pub async fn on_rbd_mirror_sites(prefix: &str) -> Result<(OperatorStack, &'static CephSites)> {
+        let plane = crate::shared_control_plane().await?;
+        let sites = crate::shared_ceph_sites().await?;
+        for site in [&sites.a, &sites.b] {
+            site.start_rbd_mirror()?;
+        }
+        let stack = OperatorStack::start(plane, [&sites.a, &sites.b], prefix).await?;
+        Ok((stack, sites))
+    }
+
+    /// The operator's sample of metric `name` whose labels include `labels`, as Prometheus would scrape it.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics.render().lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let label_set = series.strip_prefix(name)?.strip_prefix('{')?;
+            labels
+                .iter()
+                .all(|(key, want)| label_set.contains(&format!("{key}=\"{want}\"")))
+                .then(|| value.parse().ok())?
+        })
+    }
+}
+
 /// FailoverRequests on the bed's pools.
 impl OperatorStack {
     /// Creates FailoverRequest `name` of `action` towards `target` for RbdMirrorPool `pool`.
@@ -261,6 +287,11 @@ impl Drop for OperatorStack {
     }
 }
 
+/// The pool's condition of `type_`, when its status has one.
+pub fn pool_condition<'a>(pool: &'a api::RbdMirrorPool, type_: &str) -> Option<&'a Condition> {
+    conditions::find(&pool.status.as_ref()?.conditions, type_)
+}
+
 /// How long real Ceph may take to peer, copy a first snapshot or run a failover on a loaded CI machine.
 pub const CONVERGE: Duration = Duration::from_secs(300);
 
@@ -283,9 +314,10 @@ pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<Option<
 
 impl OperatorStack {
     /// An `RbdMirrorPool` named `name` over both sites (two-way, images primary on site A, snapshot
-    /// mirroring every minute), and image `pool/image` with `mib` random MiB written on A once the operator
-    /// has created the pool. Returns the pool once it is Ready with the image replaying and site B holds
-    /// the same bytes, and the image's checksum.
+    /// mirroring every minute; the spec's top-level fields in `overrides` replace these), and image
+    /// `pool/image` with `mib` random MiB written on A once the operator has created the pool. Returns the
+    /// pool once it is Ready with the image replaying and site B holds the same bytes, and the image's
+    /// checksum.
     pub async fn mirrored_image(
         &self,
         sites: [&BedSite; 2],
@@ -293,14 +325,19 @@ impl OperatorStack {
         pool: &str,
         image: &str,
         mib: usize,
+        overrides: serde_json::Value,
     ) -> Result<(api::RbdMirrorPool, String)> {
         let [a, b] = sites;
+        let mut spec = json!({
+            "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
+            "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
+            "images": {"mirrorMode": "snapshot", "names": [image]},
+            "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600});
+        if let (Some(spec), Some(overrides)) = (spec.as_object_mut(), overrides.as_object()) {
+            spec.extend(overrides.clone());
+        }
         self.ns
-            .create::<api::RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": {
-                "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
-                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
-                "images": {"mirrorMode": "snapshot", "names": [image]},
-                "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600}}))
+            .create::<api::RbdMirrorPool>(json!({"metadata": {"name": name}, "spec": spec}))
             .await?;
         wait_until("pool created on site A", || {
             Ok(a.pool_exists(pool)?.then_some(()))

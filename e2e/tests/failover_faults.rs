@@ -13,8 +13,8 @@ use cephdr::api::{
 use cephdr_e2e::{
     operator::{OperatorStack, CONVERGE},
     process::random_hex,
-    shared_ceph_sites, shared_control_plane,
 };
+use serde_json::json;
 
 /// The request's phase now (Pending until the operator first wrote a status).
 async fn phase_of(stack: &OperatorStack, name: &str) -> Result<FailoverPhase> {
@@ -60,16 +60,11 @@ async fn on_each_move(
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failovers_survive_a_killed_operator_in_every_phase_and_an_unreachable_source() -> Result<()>
 {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let mut stack = OperatorStack::start(plane, [&sites.a, &sites.b], "faults-e2e").await?;
+    let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("faults-e2e").await?;
     let pool = format!("fx{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     stack
-        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8)
+        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8, json!({}))
         .await?;
 
     // A → B, the operator killed as the request enters each phase and started again 3 s later.

@@ -7,20 +7,16 @@ use cephdr::api::{
     conditions,
     failover_request::{FailoverPhase, StepState},
 };
-use cephdr_e2e::{operator::OperatorStack, process::random_hex, shared_ceph_sites, shared_control_plane};
+use cephdr_e2e::{operator::OperatorStack, process::random_hex};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "failover-e2e").await?;
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("failover-e2e").await?;
     let pool = format!("fo{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     stack
-        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 16)
+        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 16, json!({}))
         .await?;
 
     // Writes acknowledged on A after the last scheduled snapshot: the demotion snapshot must carry them.
@@ -64,16 +60,11 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let mut stack = OperatorStack::start(plane, [&sites.a, &sites.b], "emergency-e2e").await?;
+    let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("emergency-e2e").await?;
     let pool = format!("em{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     let (_, replicated) = stack
-        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8)
+        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8, json!({}))
         .await?;
 
     // Site A's agent goes away: the operator can no longer reach site A.

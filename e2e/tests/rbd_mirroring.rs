@@ -7,22 +7,17 @@ use cephdr::{api::RbdMirrorPool, controller::rbd_mirror_pool::token_secret_name}
 use cephdr_e2e::{
     operator::{OperatorStack, CONVERGE},
     process::random_hex,
-    shared_ceph_sites, shared_control_plane,
 };
 use k8s_openapi::api::core::v1::Secret;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rbd_mirror_pool_replicates_real_images_and_deletion_disables_mirroring() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
-    for site in [&sites.a, &sites.b] {
-        site.start_rbd_mirror()?;
-    }
-    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "rbd-e2e").await?;
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("rbd-e2e").await?;
     let pool = format!("rbd{}", random_hex(3)?);
     let name = "mirrored";
     let (mirrored, source) = stack
-        .mirrored_image([&sites.a, &sites.b], name, &pool, "db", 16)
+        .mirrored_image([&sites.a, &sites.b], name, &pool, "db", 16, json!({}))
         .await?;
     let status = mirrored.status.clone().unwrap_or_default();
     assert_eq!(status.primary_site.as_deref(), Some("site-a"));

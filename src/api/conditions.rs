@@ -64,6 +64,11 @@ pub fn merge(current: &[Condition], desired: Vec<Condition>, now: Timestamp) -> 
         .collect()
 }
 
+/// The condition of `type_`, when set.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
 /// True when `conditions` has `type_` with status True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")

@@ -132,13 +132,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
 /// A condition's status; absent when it is not set or `Unknown`.
 fn condition_state(conditions: &[Condition], type_: &str) -> Option<bool> {
-    match condition(conditions, type_)?.status.as_str() {
+    match crate::api::conditions::find(conditions, type_)?.status.as_str() {
         "True" => Some(true),
         "False" => Some(false),
         _ => None,

@@ -4,10 +4,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 
-use super::{condition, Error};
+use super::Error;
 use crate::{
     api::{
-        conditions::{self, READY, STALLED},
+        conditions::{self, find as condition, READY, STALLED},
         failover_request::{StepState, StepStatus},
         FailoverPhase, FailoverRequest, FailoverRequestStatus,
     },

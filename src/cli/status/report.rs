@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use super::Objects;
 use crate::{
     api::{
-        conditions::{READY, RPO_MET, SYNCED},
+        conditions::{find as condition, READY, RPO_MET, SYNCED},
         failover_request::StepState,
         zone::{ZoneRole, ZoneSyncStatus},
         CephRealm, CephSite, CephZone, FailoverAction, FailoverPhase, FailoverRequest, RbdMirrorPool,
     },
-    cli::{condition, condition_state as state},
+    cli::condition_state as state,
 };
 
 /// Everything `cephdr status` shows. Values come from the objects' statuses; a value the operator has not

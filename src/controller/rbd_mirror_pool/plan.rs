@@ -27,6 +27,7 @@ use crate::{
     },
     plan::{Plan, SiteStep},
 };
+pub use conditions::announcements;
 use conditions::{Findings, StaleSnapshot};
 
 /// Condition reason for `Synced=False` when a snapshot schedule stopped producing mirror snapshots.

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     agent::Sensitive,
-    api::{conditions::reason, RbdMirrorPool, RbdMirrorPoolStatus},
+    api::{RbdMirrorPool, RbdMirrorPoolStatus},
     controller::{
         apply::{execute_plan, publish_event, with_finalizer},
         context::Context,
@@ -195,28 +195,13 @@ async fn report(pool: &RbdMirrorPool, ctx: &Context, pool_plan: &PoolPlan) -> Re
     new_status.observed_generation = pool.meta().generation;
     new_status.conditions = status::complete_conditions(pool, pool_plan.plan.conditions.clone(), now);
     record_metrics(pool, ctx, &new_status);
-    if let Some(previous) = pool.status.as_ref() {
-        let was_split = previous
-            .conditions
-            .iter()
-            .any(|c| c.reason == reason::SPLIT_BRAIN);
-        if let Some(split) = new_status
-            .conditions
-            .iter()
-            .find(|c| c.reason == reason::SPLIT_BRAIN)
-        {
-            if !was_split {
-                publish_event(
-                    ctx,
-                    pool,
-                    EventType::Warning,
-                    "SplitBrainDetected",
-                    "Observe",
-                    split.message.clone(),
-                )
-                .await;
-            }
-        }
+    let previous = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for (reason, note) in plan::announcements(previous, &new_status.conditions) {
+        publish_event(ctx, pool, EventType::Warning, reason, "Observe", note).await;
     }
     let api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     status::apply(&api, pool, &new_status).await?;

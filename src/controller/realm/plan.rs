@@ -182,9 +182,20 @@ fn realm_steps(
             }));
         }
     }
+    let master_zone_exists = state.local_zones.iter().any(|z| z.name == master.zone)
+        || period.is_some_and(|p| {
+            p.zone_groups
+                .iter()
+                .any(|g| g.zones.iter().any(|z| z.name == master.zone))
+        });
     // A zonegroup's policy is set once the zonegroup is on this site: the master one is created above, the
-    // others arrive with the period that commits them.
-    for group in spec.zone_groups.iter().filter(|g| g.master || committed(&g.name)) {
+    // others arrive with the period that commits them. `radosgw-admin sync group` also needs a zone to run
+    // in: before the master zone exists it fails ("Cannot find zone id"), so policies wait for it.
+    let policy_groups = spec
+        .zone_groups
+        .iter()
+        .filter(|g| master_zone_exists && (g.master || committed(&g.name)));
+    for group in policy_groups {
         let desired = group
             .sync_policy
             .as_ref()
@@ -203,12 +214,6 @@ fn realm_steps(
             }));
         }
     }
-    let master_zone_exists = state.local_zones.iter().any(|z| z.name == master.zone)
-        || period.is_some_and(|p| {
-            p.zone_groups
-                .iter()
-                .any(|g| g.zones.iter().any(|z| z.name == master.zone))
-        });
     if !steps.is_empty() && master_zone_exists {
         steps.push(on_master(Step::CommitPeriod { realm: realm.clone() }));
     }

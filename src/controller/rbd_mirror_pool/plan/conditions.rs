@@ -14,6 +14,12 @@ use crate::{
 };
 use status::{ImageView, Placement};
 
+/// Condition reasons a human acts on, with the reason of the Event that announces each when it appears.
+const ANNOUNCED: [(&str, &str); 2] = [
+    (reason::SPLIT_BRAIN, "SplitBrainDetected"),
+    (SNAPSHOTS_STALE, SNAPSHOTS_STALE),
+];
+
 /// Names listed in a message before the rest is counted: messages stay readable with thousands of images.
 const LISTED: usize = 10;
 
@@ -81,6 +87,19 @@ fn list(names: &[String]) -> String {
 pub(super) fn healthy(conditions: &[Condition]) -> bool {
     let rpo_met = !conditions.iter().any(|c| c.type_ == RPO_MET) || is_true(conditions, RPO_MET);
     is_true(conditions, READY) && is_true(conditions, SYNCED) && rpo_met
+}
+
+/// The Events to publish, as `(reason, note)`, for what `current` reports and `previous` did not: once per
+/// appearance, not on every reconcile while it lasts.
+pub fn announcements(previous: &[Condition], current: &[Condition]) -> Vec<(&'static str, String)> {
+    ANNOUNCED
+        .iter()
+        .filter(|(condition_reason, _)| !previous.iter().any(|c| c.reason == *condition_reason))
+        .filter_map(|&(condition_reason, event_reason)| {
+            let appeared = current.iter().find(|c| c.reason == condition_reason)?;
+            Some((event_reason, appeared.message.clone()))
+        })
+        .collect()
 }
 
 pub(super) fn invalid_spec(problem: &str) -> Vec<Condition> {

@@ -1,6 +1,7 @@
 //! Planner tests: table tests per convergence stage and precondition, and property tests against a small
 //! pure model of two Ceph clusters (`model.rs`).
 
+mod announce;
 mod model;
 mod props;
 mod table;

@@ -101,6 +101,24 @@ fn a_converged_realm_plans_nothing() {
 }
 
 #[test]
+fn a_policy_in_the_first_spec_waits_for_the_master_zone() {
+    let policy = vec![mirror_group("all", &["us-east", "us-west"])];
+    let mut fleet = pair(realm().policy("us", policy.clone()).build());
+    assert_eq!(
+        rendered(&fleet.plan_realm().plan.steps),
+        ["create-realm prod@site-a", "create-zonegroup prod/us@site-a"],
+        "radosgw-admin cannot set a policy before a zone exists"
+    );
+    fleet.converge(false, 3).unwrap();
+    assert_eq!(
+        fleet.world.policies("site-a", &["us".into()])[0].1,
+        policy,
+        "set once the master zone exists"
+    );
+    assert!(fleet.plan_realm().plan.steps.is_empty());
+}
+
+#[test]
 fn a_new_sync_policy_is_set_and_committed_on_the_master_site() {
     let mut fleet = converged(realm().build());
     let policy = vec![
