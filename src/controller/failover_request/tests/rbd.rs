@@ -129,13 +129,19 @@ fn planned_failover_refuses_a_split_brain() {
     assert!(req.ran.is_empty());
 }
 
-#[test]
-fn planned_failover_waits_out_a_source_outage_without_promoting_then_completes() {
-    let lab = snapshots();
+/// A planned failover to B, reconciled until it waits for the demotion to arrive.
+fn planned_to_b_until_syncing(lab: &Lab) -> Request {
     let mut req = Request::new(request(FailoverAction::Planned, B));
     while req.status.phase != FailoverPhase::Syncing {
         lab.reconcile(&mut req);
     }
+    req
+}
+
+#[test]
+fn planned_failover_waits_out_a_source_outage_without_promoting_then_completes() {
+    let lab = snapshots();
+    let mut req = planned_to_b_until_syncing(&lab);
     assert_eq!(req.ran(), ["demote rbd/db@site-a"]);
     lab.world.set_down(A, true);
     for _ in 0..10 {
@@ -206,10 +212,7 @@ fn cluster_down(site: &str) -> AgentError {
 #[test]
 fn planned_failover_waits_while_the_source_cluster_does_not_answer() {
     let lab = snapshots();
-    let mut req = Request::new(request(FailoverAction::Planned, B));
-    while req.status.phase != FailoverPhase::Syncing {
-        lab.reconcile(&mut req);
-    }
+    let req = planned_to_b_until_syncing(&lab);
     // The agent answers, its cluster does not: as much an outage as an unreachable agent, not a refusal.
     let mut observed = lab.observe(&[]);
     for seen in observed.pools.iter_mut().flat_map(|p| &mut p.sites) {
