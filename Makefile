@@ -45,7 +45,11 @@ demo: setup
 	  $(CARGO) run --locked --quiet -p cephdr-e2e --bin cephdr-demo -- $(DEMO_ARGS)
 
 # Benchmarks, not tests (results in docs/benchmarks.md): the sync engine's core on an in-memory stream, then
-# cephdr sync vs `rbd export-diff | rbd import-diff` vs `rsync --inplace` on two real Ceph sites.
+# cephdr sync vs `rbd export-diff | rbd import-diff` vs `rsync --inplace` on two real Ceph sites, then a
+# planned failover of 1, 10 and 100 images by a FailoverRequest vs the runbooks' shell loop (its time is
+# Ceph's, so a debug build measures the same).
 bench: setup
 	$(CARGO) bench --locked --bench sync_core
 	$(CARGO) run --locked --release --quiet -p cephdr-e2e --bin cephdr-bench-sync
+	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) \
+	  $(CARGO) run --locked --quiet -p cephdr-e2e --bin cephdr-bench-failover
