@@ -46,10 +46,14 @@ demo: setup
 
 # Benchmarks, not tests (results in docs/benchmarks.md): the sync engine's core on an in-memory stream, then
 # cephdr sync vs `rbd export-diff | rbd import-diff` vs `rsync --inplace` on two real Ceph sites, then a
-# release-built operator started cold on 1,000 resources over 10,000 simulated images.
+# planned failover of 1, 10 and 100 images by a FailoverRequest vs the runbooks' shell loop (its time is
+# Ceph's, so a debug build measures the same), then a release-built operator started cold on 1,000
+# resources over 10,000 simulated images.
 bench: setup
 	$(CARGO) bench --locked --bench sync_core
 	$(CARGO) run --locked --release --quiet -p cephdr-e2e --bin cephdr-bench-sync
+	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) \
+	  $(CARGO) run --locked --quiet -p cephdr-e2e --bin cephdr-bench-failover
 	$(CARGO) build --locked --release --quiet --bin cephdr
 	CEPHDR_TESTBED_BIN=$$(scripts/setup.sh | tail -n1) CEPHDR_BIN=$${CARGO_TARGET_DIR:-target}/release/cephdr \
 	  $(CARGO) run --locked --release --quiet -p cephdr-e2e --bin cephdr-bench-scale

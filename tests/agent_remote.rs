@@ -488,6 +488,14 @@ async fn agent_errors_arrive_as_the_same_variant_and_only_transient_ones_are_ret
             },
             3,
         ),
+        // The agent already waited its connect timeout for the cluster.
+        (
+            AgentError::ClusterUnreachable {
+                site: "ceph-a".into(),
+                message: "no monitor answered".into(),
+            },
+            1,
+        ),
     ];
     for (error, attempts) in cases {
         harness.agent.fail_with(Some(error.clone()));

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -27,7 +28,47 @@ pub struct CephSite {
     pub fsid: String,
     /// `[v2:ip:port,v1:ip:port]`, as `mon_host` and bootstrap tokens name it.
     pub mon_host: String,
-    daemons: Mutex<BTreeMap<String, (Daemon, PathBuf)>>,
+    daemons: Mutex<BTreeMap<String, Running>>,
+    /// Daemons `stop_daemon` ended, to start again with `restart_stopped`.
+    stopped: Mutex<BTreeMap<String, Launch>>,
+}
+
+struct Running {
+    daemon: Daemon,
+    log: PathBuf,
+    launch: Launch,
+}
+
+/// How a daemon was started: its command line and environment.
+struct Launch {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Launch {
+    fn of(command: &Command) -> Launch {
+        Launch {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            envs: command
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+    }
 }
 
 /// The bed's two sites: A on 127.0.0.1, B on 127.0.0.2.
@@ -94,6 +135,7 @@ impl CephSite {
             fsid: fsid.clone(),
             mon_host: mon_host.clone(),
             daemons: Mutex::new(BTreeMap::new()),
+            stopped: Mutex::new(BTreeMap::new()),
         };
         // Every key goes into the keyring before `ceph-mon --mkfs`, which imports them all.
         let k = keyring.display().to_string();
@@ -178,18 +220,22 @@ impl CephSite {
             &format!("osd.{id}"),
             site.command_with("ceph-osd", &["-f", "-i", &id]),
         )?;
+        site.wait_osd_up()?;
+        Ok(site)
+    }
+
+    fn wait_osd_up(&self) -> Result<()> {
         wait_for(
-            &format!("site {name}: osd.{id} up"),
+            &format!("site {}: its OSD up", self.name),
             Duration::from_secs(60),
             Duration::from_millis(500),
             || {
-                site.ensure_daemons_running()?;
+                self.ensure_daemons_running()?;
                 let stat: serde_json::Value =
-                    serde_json::from_str(&site.ceph(&["osd", "stat", "-f", "json"])?)?;
+                    serde_json::from_str(&self.ceph(&["osd", "stat", "-f", "json"])?)?;
                 Ok((stat["num_up_osds"].as_u64() == Some(1)).then_some(()))
             },
-        )?;
-        Ok(site)
+        )
     }
 
     /// `program -c <this site's conf>`, for the Ceph CLIs.
@@ -221,18 +267,18 @@ impl CephSite {
 
     fn start_daemon(&self, name: &str, command: Command) -> Result<()> {
         let log = self.dir.join("log").join(format!("{name}.out"));
+        let launch = Launch::of(&command);
         let daemon = Daemon::start(&format!("site {} {name}", self.name), command, &log)?;
-        self.daemons
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), (daemon, log));
+        let running = Running { daemon, log, launch };
+        self.stopped.lock().unwrap().remove(name);
+        self.daemons.lock().unwrap().insert(name.to_string(), running);
         Ok(())
     }
 
     /// Fails, with the log tail, if any daemon of this site has exited.
     pub fn ensure_daemons_running(&self) -> Result<()> {
-        for (daemon, log) in self.daemons.lock().unwrap().values() {
-            daemon.ensure_running(log)?;
+        for running in self.daemons.lock().unwrap().values() {
+            running.daemon.ensure_running(&running.log)?;
         }
         Ok(())
     }
@@ -309,7 +355,7 @@ impl CephSite {
     /// Stops one daemon (`mon.a`, `mgr.x`, `osd.0`, `rgw`, `rbd-mirror`); `kill` sends SIGKILL at once, as a
     /// crash would.
     pub fn stop_daemon(&self, name: &str, kill: bool) -> Result<()> {
-        let (daemon, _) = self
+        let Running { daemon, launch, .. } = self
             .daemons
             .lock()
             .unwrap()
@@ -319,7 +365,30 @@ impl CephSite {
             daemon.signal(libc::SIGKILL);
         }
         daemon.stop(Duration::from_secs(10));
+        self.stopped.lock().unwrap().insert(name.to_string(), launch);
         Ok(())
+    }
+
+    /// SIGKILLs every daemon of the site at once, as a power cut would.
+    pub fn kill_all(&self) -> Result<()> {
+        let names: Vec<String> = self.daemons.lock().unwrap().keys().cloned().collect();
+        for name in names {
+            self.stop_daemon(&name, true)?;
+        }
+        Ok(())
+    }
+
+    /// Starts every stopped daemon again, the monitor first, with the command line it had; returns once the
+    /// OSD is up.
+    pub fn restart_stopped(&self) -> Result<()> {
+        let mut stopped: Vec<(String, Launch)> = std::mem::take(&mut *self.stopped.lock().unwrap())
+            .into_iter()
+            .collect();
+        stopped.sort_by_key(|(name, _)| !name.starts_with("mon."));
+        for (name, launch) in &stopped {
+            self.start_daemon(name, launch.command())?;
+        }
+        self.wait_osd_up()
     }
 
     pub fn daemon_log(&self, name: &str, lines: usize) -> String {

@@ -122,6 +122,17 @@ pub struct OperatorStack {
 
 impl OperatorStack {
     pub async fn start(plane: &ControlPlane, sites: [&BedSite; 2], prefix: &str) -> Result<OperatorStack> {
+        Self::start_with_timeout(plane, sites, prefix, None).await
+    }
+
+    /// [`start`](Self::start) with the `CephSite`s' `timeoutSeconds` for each agent call (`None`: the
+    /// default).
+    pub async fn start_with_timeout(
+        plane: &ControlPlane,
+        sites: [&BedSite; 2],
+        prefix: &str,
+        timeout_seconds: Option<u32>,
+    ) -> Result<OperatorStack> {
         crate::init_logging();
         let client = plane.client().await?;
         install_crds(&client, &api::crds()).await?;
@@ -132,7 +143,8 @@ impl OperatorStack {
             let token = process::random_hex(32)?;
             let backend = CephCli::new(name).with_conf(&bed.conf).with_keyring(&bed.keyring);
             let agent = SiteAgent::start(name, &bed.ip, Arc::new(backend), &ca, &token).await?;
-            register_site(&ns, name, &agent.url, &token, &ca.cert_pem()).await?;
+            let endpoint = json!({"url": agent.url, "timeoutSeconds": timeout_seconds});
+            register_site(&ns, name, endpoint, &token, &ca.cert_pem()).await?;
             agents.push(agent);
         }
         let mut stack = OperatorStack {
@@ -244,11 +256,12 @@ impl OperatorStack {
     }
 }
 
-/// Creates the `CephSite` `name` reaching the agent at `url`, its token and CA in a Secret `<name>-agent`.
+/// Creates the `CephSite` `name` whose agent `endpoint` holds the `url` and optionally `timeoutSeconds`, with
+/// the agent's token and CA in a Secret `<name>-agent`.
 pub async fn register_site(
     ns: &TestNamespace,
     name: &str,
-    url: &str,
+    mut endpoint: serde_json::Value,
     token: &str,
     ca_pem: &str,
 ) -> Result<()> {
@@ -268,10 +281,9 @@ pub async fn register_site(
         ..Default::default()
     };
     ns.api::<Secret>().create(&PostParams::default(), &secret).await?;
-    ns.create::<CephSite>(json!({"metadata": {"name": name}, "spec": {"agent": {
-        "url": url,
-        "tokenSecretRef": {"name": secret_name, "key": "token"},
-        "caSecretRef": {"name": secret_name, "key": "ca.crt"}}}}))
+    endpoint["tokenSecretRef"] = json!({"name": secret_name, "key": "token"});
+    endpoint["caSecretRef"] = json!({"name": secret_name, "key": "ca.crt"});
+    ns.create::<CephSite>(json!({"metadata": {"name": name}, "spec": {"agent": endpoint}}))
         .await?;
     Ok(())
 }
@@ -327,11 +339,28 @@ impl OperatorStack {
         mib: usize,
         overrides: serde_json::Value,
     ) -> Result<(api::RbdMirrorPool, String)> {
+        let (mirrored, mut checksums) = self
+            .mirrored_images(sites, name, pool, &[image.to_string()], mib, overrides)
+            .await?;
+        Ok((mirrored, checksums.remove(0)))
+    }
+
+    /// [`mirrored_image`](Self::mirrored_image) for several images of one pool; their checksums in the
+    /// order of `images`.
+    pub async fn mirrored_images(
+        &self,
+        sites: [&BedSite; 2],
+        name: &str,
+        pool: &str,
+        images: &[String],
+        mib: usize,
+        overrides: serde_json::Value,
+    ) -> Result<(api::RbdMirrorPool, Vec<String>)> {
         let [a, b] = sites;
         let mut spec = json!({
             "pool": pool, "mode": "image", "direction": "two-way", "deletionPolicy": "Delete",
             "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
-            "images": {"mirrorMode": "snapshot", "names": [image]},
+            "images": {"mirrorMode": "snapshot", "names": images},
             "snapshotSchedules": [{"interval": "1m"}], "rpoSeconds": 600});
         if let (Some(spec), Some(overrides)) = (spec.as_object_mut(), overrides.as_object()) {
             spec.extend(overrides.clone());
@@ -343,25 +372,31 @@ impl OperatorStack {
             Ok(a.pool_exists(pool)?.then_some(()))
         })
         .await?;
-        a.import_random_image(pool, image, mib)?;
-        let spec = format!("{pool}/{image}");
-        let source = a.image_checksum(&spec)?;
+        let mut checksums = Vec::new();
+        for image in images {
+            a.import_random_image(pool, image, mib)?;
+            checksums.push(a.image_checksum(&format!("{pool}/{image}"))?);
+        }
         let mirrored = self
             .ns
-            .wait::<api::RbdMirrorPool>(name, "Ready with the image replaying", CONVERGE, |p| {
+            .wait::<api::RbdMirrorPool>(name, "Ready with every image replaying", CONVERGE, |p| {
                 p.status.as_ref().is_some_and(|st| {
                     conditions::is_true(&st.conditions, conditions::READY)
-                        && st
-                            .images
-                            .iter()
-                            .any(|i| i.name == image && i.state == "replaying")
+                        && images.iter().all(|image| {
+                            st.images
+                                .iter()
+                                .any(|i| &i.name == image && i.state == "replaying")
+                        })
                 })
             })
             .await?;
-        wait_until("the image identical on site B", || {
-            Ok((b.image_checksum(&spec)? == source).then_some(()))
-        })
-        .await?;
-        Ok((mirrored, source))
+        for (image, source) in images.iter().zip(&checksums) {
+            let spec = format!("{pool}/{image}");
+            wait_until(&format!("{spec} identical on site B"), || {
+                Ok((b.image_checksum(&spec)? == *source).then_some(()))
+            })
+            .await?;
+        }
+        Ok((mirrored, checksums))
     }
 }

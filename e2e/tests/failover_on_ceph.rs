@@ -1,6 +1,7 @@
 //! FailoverRequests on two real Ceph sites: a planned failover moves the primary to B with every
-//! acknowledged write there; an emergency failover with site A unreachable force-promotes B and says how
-//! much may be lost; failback brings the primary home once A returns, with what was written on B.
+//! acknowledged write there; with every daemon of site A killed a planned failover is refused and an
+//! emergency failover force-promotes B and says how much may be lost; failback brings the primary home once
+//! A returns, with what was written on B.
 
 use anyhow::{Context as _, Result};
 use cephdr::api::{
@@ -9,9 +10,14 @@ use cephdr::api::{
 };
 use cephdr_e2e::{operator::OperatorStack, process::random_hex};
 use serde_json::json;
+use tokio::sync::RwLock;
+
+/// Tests share the two sites; one that takes a site down holds this exclusively.
+static SITES_IN_USE: RwLock<()> = RwLock::const_new(());
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write() -> Result<()> {
+    let _shared = SITES_IN_USE.read().await;
     let (stack, sites) = OperatorStack::on_rbd_mirror_sites("failover-e2e").await?;
     let pool = format!("fo{}", random_hex(3)?);
     let spec = format!("{pool}/db");
@@ -59,30 +65,54 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
-    let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("emergency-e2e").await?;
+async fn emergency_failover_with_site_a_killed_then_failback_when_it_returns() -> Result<()> {
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("emergency-e2e").await?;
+    let (a, b) = (&sites.a, &sites.b);
     let pool = format!("em{}", random_hex(3)?);
     let spec = format!("{pool}/db");
     let (_, replicated) = stack
-        .mirrored_image([&sites.a, &sites.b], "vm-disks", &pool, "db", 8, json!({}))
+        .mirrored_image([a, b], "vm-disks", &pool, "db", 8, json!({}))
         .await?;
 
-    // Site A's agent goes away: the operator can no longer reach site A.
-    stack.agents[0].stop().await;
+    // From here on site A goes down and site B's rbd-mirror stops: no other test may use them meanwhile.
+    let _alone = SITES_IN_USE.write().await;
+    // A write that A acknowledges but that never reaches B (B pulls nothing while its rbd-mirror is
+    // stopped); then every daemon of A dies. A's agent stays up and finds no monitor.
+    b.stop_daemon("rbd-mirror", false)?;
+    a.write_some(&spec)?;
+    let lost = a.image_checksum(&spec)?;
+    assert_ne!(lost, replicated);
+    a.kill_all()?;
+    b.start_rbd_mirror()?;
+
+    // A planned failover cannot confirm A's demotion: refused at once, pointing at the emergency.
+    let refused = stack
+        .failover("planned-while-a-is-down", "planned", "site-b", "vm-disks")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(refused.phase, FailoverPhase::Failed, "{refused:#?}");
+    let stalled = refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::STALLED)
+        .context("Stalled")?;
+    assert_eq!(stalled.reason, "CephClusterUnreachable", "{stalled:#?}");
+    assert!(stalled.message.contains("emergency"), "{}", stalled.message);
+    assert!(refused.steps.is_empty(), "nothing ran: {refused:#?}");
+
     let done = stack
         .failover("site-a-lost", "emergency", "site-b", "vm-disks")
         .await?;
     let status = done.status.context("status")?;
-    assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
-    assert!(sites.b.is_primary(&spec)?, "db force-promoted on B");
+    assert_eq!(status.phase, FailoverPhase::Completed, "{status:#?}");
+    assert!(b.is_primary(&spec)?, "db force-promoted on B");
     assert_eq!(
-        sites.b.image_checksum(&spec)?,
+        b.image_checksum(&spec)?,
         replicated,
-        "B holds the last synced snapshot's bytes"
+        "B holds the last synced snapshot's bytes, without the write A acknowledged after it"
     );
-    sites
-        .b
-        .write_some(&spec)
+    b.write_some(&spec)
         .context("B accepts writes after the forced promotion")?;
     assert!(
         status.data_loss_window_seconds.is_some(),
@@ -98,18 +128,19 @@ async fn emergency_failover_then_failback_when_site_a_returns() -> Result<()> {
     );
     assert!(!conditions::is_true(&status.conditions, conditions::STALLED));
 
-    // Site A returns: failback resyncs it from B and moves the primary home, with B's writes.
-    stack.agents[0].restart().await?;
-    let written_on_b = sites.b.image_checksum(&spec)?;
+    // Site A returns (still primary: split brain): failback resyncs it from B and moves the primary home,
+    // with B's writes.
+    a.restart_stopped()?;
+    let written_on_b = b.image_checksum(&spec)?;
     let back = stack
         .failover("back-to-a", "failback", "site-a", "vm-disks")
         .await?;
     let status = back.status.context("failback status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
-    assert!(sites.a.is_primary(&spec)?, "db is primary on A again");
-    assert!(!sites.b.is_primary(&spec)?, "and only there");
+    assert!(a.is_primary(&spec)?, "db is primary on A again");
+    assert!(!b.is_primary(&spec)?, "and only there");
     assert_eq!(
-        sites.a.image_checksum(&spec)?,
+        a.image_checksum(&spec)?,
         written_on_b,
         "the writes made on B are on A"
     );

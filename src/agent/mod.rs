@@ -549,6 +549,9 @@ impl fmt::Display for Step {
 pub enum AgentError {
     #[error("agent of site {site} unreachable: {message}")]
     Unreachable { site: String, message: String },
+    /// The agent answers but its Ceph cluster does not (monitors down, or no answer within the timeout).
+    #[error("ceph cluster of site {site} unreachable: {message}")]
+    ClusterUnreachable { site: String, message: String },
     #[error("agent of site {site} refused the credentials")]
     Unauthorized { site: String },
     #[error("`{command}` failed on site {site} (exit {exit_code:?}): {stderr}")]
@@ -579,6 +582,7 @@ impl AgentError {
     pub fn reason(&self) -> &'static str {
         match self {
             AgentError::Unreachable { .. } => "AgentUnreachable",
+            AgentError::ClusterUnreachable { .. } => "CephClusterUnreachable",
             AgentError::Unauthorized { .. } => "AgentUnauthorized",
             AgentError::CommandFailed { .. } => "CephCommandFailed",
             AgentError::NotFound { .. } => "NotFound",
@@ -589,9 +593,15 @@ impl AgentError {
 
     /// Whether retrying the same call later can succeed without anything else changing.
     pub fn is_transient(&self) -> bool {
+        self.is_unreachable() || matches!(self, AgentError::CommandFailed { .. })
+    }
+
+    /// Whether the site did not answer at all (its agent or its cluster): nothing can be known there, and
+    /// nothing it was asked to do may be taken as done or as refused.
+    pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            AgentError::Unreachable { .. } | AgentError::CommandFailed { .. }
+            AgentError::Unreachable { .. } | AgentError::ClusterUnreachable { .. }
         )
     }
 }

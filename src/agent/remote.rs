@@ -244,7 +244,10 @@ impl RemoteAgent {
         }
         if let Ok(error) = serde_json::from_slice::<AgentError>(body) {
             return Failed {
-                retryable: status.is_server_error() && error.is_transient(),
+                // The agent already waited its connect timeout for a cluster that did not answer.
+                retryable: status.is_server_error()
+                    && error.is_transient()
+                    && !matches!(error, AgentError::ClusterUnreachable { .. }),
                 error,
             };
         }

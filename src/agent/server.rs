@@ -450,7 +450,9 @@ fn status_of(error: &AgentError) -> StatusCode {
     match error {
         AgentError::NotFound { .. } => StatusCode::NOT_FOUND,
         AgentError::Refused { .. } => StatusCode::CONFLICT,
-        AgentError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        AgentError::Unreachable { .. } | AgentError::ClusterUnreachable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         AgentError::CommandFailed { .. } | AgentError::Unauthorized { .. } => StatusCode::BAD_GATEWAY,
         AgentError::Parse { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }

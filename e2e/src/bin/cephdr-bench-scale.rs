@@ -92,7 +92,7 @@ impl Fleet {
             cluster.set_rbd_mirror_running(true)?;
             let token = process::random_hex(32)?;
             let agent = SiteAgent::start(&name, "127.0.0.1", cluster.clone(), &ca, &token).await?;
-            register_site(ns, &name, &agent.url, &token, &ca.cert_pem()).await?;
+            register_site(ns, &name, json!({"url": agent.url}), &token, &ca.cert_pem()).await?;
             clusters.push(cluster);
             agents.push(agent);
         }

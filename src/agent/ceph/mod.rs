@@ -27,6 +27,9 @@ use super::{
 /// How long one CLI run may take before it is killed: long enough for a period commit forwarded to a
 /// remote master or a peer bootstrap that contacts the other cluster.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a CLI hunts for a monitor: a site whose monitors are down is reported within this, well before
+/// the operator's request to the agent times out (`timeoutSeconds`, 30 s by default).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A Ceph cluster reached through its command-line tools, as one site of cephdr.
 #[derive(Clone, Debug)]
@@ -45,6 +48,7 @@ impl CephCli {
                 client_id: None,
                 keyring: None,
                 timeout: DEFAULT_TIMEOUT,
+                connect_timeout: Some(CONNECT_TIMEOUT),
             },
         }
     }

@@ -16,10 +16,7 @@ use crate::{
 /// other error (including a step the reconciler saw fail there) fails the request.
 pub(super) fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
     let faults = faults(ctx);
-    if let Some((site, error)) = faults
-        .iter()
-        .find(|(_, e)| !matches!(e, AgentError::Unreachable { .. }))
-    {
+    if let Some((site, error)) = faults.iter().find(|(_, e)| !e.is_unreachable()) {
         let failed_row = (0..run.ledger.entries().len()).find(|&i| {
             run.ledger.state(i) == StepState::Running && run.ledger.entry(i).target.site() == *site
         });
@@ -46,21 +43,16 @@ pub(super) fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
     if for_seconds < UNREACHABLE_DEADLINE.as_secs() || !gives_up {
         return Some(Outcome::Unreachable {
             site: site.to_string(),
+            reason: error.reason(),
             error: error.to_string(),
             for_seconds,
             gives_up,
         });
     }
-    let hint = if *site != ctx.target()
-        && matches!(ctx.action(), FailoverAction::Planned | FailoverAction::Failback)
-    {
-        "; create an emergency FailoverRequest to force-promote"
-    } else {
-        ""
-    };
     let message = format!(
-        "site {site} unreachable for {for_seconds} s during {:?}{hint}",
-        run.status.phase
+        "site {site} unreachable for {for_seconds} s during {:?}{}",
+        run.status.phase,
+        emergency_hint(ctx, site)
     );
     run.ledger
         .fail_running(ctx.now, &format!("not confirmed: {message}"), None);
@@ -68,6 +60,16 @@ pub(super) fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
         reason::UNREACHABLE_TOO_LONG,
         message,
     )))
+}
+
+/// What to add when `site` does not answer: a planned move away from it can only go on as an emergency.
+pub(super) fn emergency_hint(ctx: &Ctx, site: &str) -> &'static str {
+    let moves_away =
+        site != ctx.target() && matches!(ctx.action(), FailoverAction::Planned | FailoverAction::Failback);
+    match moves_away {
+        true => "; create an emergency FailoverRequest to force-promote",
+        false => "",
+    }
 }
 
 /// Whether the target may already have taken over a subject: a promote or a period commit was handed out.

@@ -179,6 +179,18 @@ pub fn concurrency(spec: &FailoverRequestSpec) -> usize {
     spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize
 }
 
+/// Whether the action needs the site that is not the target: emergency and drill work on the target
+/// alone (the other site may be gone, which is the point of an emergency).
+fn needs_peer(action: FailoverAction) -> bool {
+    !matches!(action, FailoverAction::Emergency | FailoverAction::Drill)
+}
+
+/// Whether the request touches `site` at all. The reconciler asks no other site: one whose cluster is down
+/// takes the agent's whole connect timeout to say so, on every call.
+pub fn needs_site(spec: &FailoverRequestSpec, site: &str) -> bool {
+    site == spec.target_site || needs_peer(spec.action)
+}
+
 /// What one call looks at.
 pub(super) struct Ctx<'a> {
     pub spec: &'a FailoverRequestSpec,
@@ -195,18 +207,12 @@ impl Ctx<'_> {
         self.spec.action
     }
 
-    /// Whether the action needs the site that is not the target: emergency and drill work on the target
-    /// alone (the other site may be gone, which is the point of an emergency).
     pub(super) fn needs_peer(&self) -> bool {
-        !matches!(
-            self.spec.action,
-            FailoverAction::Emergency | FailoverAction::Drill
-        )
+        needs_peer(self.spec.action)
     }
 
-    /// Whether the request touches `site` at all.
     pub(super) fn is_relevant(&self, site: &str) -> bool {
-        site == self.target() || self.needs_peer()
+        needs_site(self.spec, site)
     }
 }
 
@@ -270,6 +276,8 @@ pub(super) enum Outcome {
     },
     Unreachable {
         site: String,
+        /// The error's reason: the site's agent or only its Ceph cluster does not answer.
+        reason: &'static str,
         error: String,
         for_seconds: u64,
         /// Whether the request fails once the site stays away past [`UNREACHABLE_DEADLINE`].

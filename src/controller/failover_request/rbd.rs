@@ -20,6 +20,7 @@ use self::evidence::{
     newest_copy, receiving, replaying, resync_took_hold, seen_primary, Seen, STATUS_REFRESH,
 };
 use super::{
+    gate::emergency_hint,
     ledger::{Chain, Entry, Target, Task},
     plan::{seconds_between, Ctx, Eval, Failure, ObservedPool},
 };
@@ -222,7 +223,13 @@ fn check_sites(ctx: &Ctx, pool: &ObservedPool, sites: &[&str]) -> Result<(), Fai
                 pool.name
             ))
         })?;
-        let state = observed.pool.as_ref().map_err(|e| Failure::site(site, e))?;
+        let state = observed.pool.as_ref().map_err(|error| {
+            let mut failure = Failure::site(site, error);
+            if error.is_unreachable() {
+                failure.message.push_str(emergency_hint(ctx, site));
+            }
+            failure
+        })?;
         if !state.exists {
             return Err(Failure::preflight(format!(
                 "pool {} does not exist on site {site}",

@@ -9,7 +9,7 @@
 
 use std::{slice, sync::Arc};
 
-use futures::{stream, StreamExt};
+use futures::{future, stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     api::{Api, ListParams},
@@ -159,14 +159,20 @@ async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>
         let Some(pool) = pool_api.get_opt(name).await? else {
             continue;
         };
-        let mut sites = Vec::new();
-        for pool_site in &pool.spec.sites {
+        // Both sites at once: reading a pool of many images takes seconds on each.
+        let needed = pool
+            .spec
+            .sites
+            .iter()
+            .filter(|s| plan::needs_site(&request.spec, &s.site));
+        let sites = future::try_join_all(needed.map(|pool_site| async {
             let agent = ctx.agent(&namespace, &pool_site.site).await?;
-            sites.push(ObservedPoolSite {
+            Ok::<_, Error>(ObservedPoolSite {
                 site: pool_site.site.clone(),
                 pool: agent.rbd_pool(&pool.spec.pool).await,
-            });
-        }
+            })
+        }))
+        .await?;
         pools.push(ObservedPool {
             name: name.clone(),
             spec: pool.spec.clone(),

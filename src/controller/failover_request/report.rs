@@ -75,6 +75,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
         }
         Outcome::Unreachable {
             site,
+            reason,
             error,
             for_seconds,
             gives_up,
@@ -92,13 +93,8 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
                 "site {site} unreachable for {for_seconds} s during {:?}; {retrying}: {error}",
                 status.phase
             );
-            let mut desired = running_conditions(common_reason::AGENT_UNREACHABLE, &message);
-            desired.push(condition(
-                SITE_UNREACHABLE,
-                true,
-                common_reason::AGENT_UNREACHABLE,
-                &message,
-            ));
+            let mut desired = running_conditions(reason, &message);
+            desired.push(condition(SITE_UNREACHABLE, true, reason, &message));
             (desired, Duration::from_secs((for_seconds / 4).clamp(5, 60)))
         }
     };

@@ -9,7 +9,9 @@ use crate::{
         conditions::{reason as common, READY, STALLED},
         failover_request::{FailoverAction, FailoverPhase, StepState, StepStatus},
     },
-    controller::failover_request::plan::{reason, BLOCKED, DRY_RUN, RESYNC_REQUIRED, SITE_UNREACHABLE},
+    controller::failover_request::plan::{
+        needs_site, next, reason, BLOCKED, DRY_RUN, RESYNC_REQUIRED, SITE_UNREACHABLE,
+    },
     plan::SiteStep,
 };
 
@@ -127,13 +129,19 @@ fn planned_failover_refuses_a_split_brain() {
     assert!(req.ran.is_empty());
 }
 
-#[test]
-fn planned_failover_waits_out_a_source_outage_without_promoting_then_completes() {
-    let lab = snapshots();
+/// A planned failover to B, reconciled until it waits for the demotion to arrive.
+fn planned_to_b_until_syncing(lab: &Lab) -> Request {
     let mut req = Request::new(request(FailoverAction::Planned, B));
     while req.status.phase != FailoverPhase::Syncing {
         lab.reconcile(&mut req);
     }
+    req
+}
+
+#[test]
+fn planned_failover_waits_out_a_source_outage_without_promoting_then_completes() {
+    let lab = snapshots();
+    let mut req = planned_to_b_until_syncing(&lab);
     assert_eq!(req.ran(), ["demote rbd/db@site-a"]);
     lab.world.set_down(A, true);
     for _ in 0..10 {
@@ -188,7 +196,60 @@ fn planned_failover_with_the_source_down_at_the_start_fails_the_preflight() {
     lab.run_to_end(&mut req);
     assert_eq!(req.status.phase, FailoverPhase::Failed);
     assert_eq!(failure_reason(&req), common::AGENT_UNREACHABLE);
+    let message = &req.condition(STALLED).expect("Stalled").message;
+    assert!(message.contains("emergency"), "{message}");
     assert!(req.status.steps.is_empty());
+}
+
+/// What the agent of a site whose monitors are down answers.
+fn cluster_down(site: &str) -> AgentError {
+    AgentError::ClusterUnreachable {
+        site: site.into(),
+        message: "`rbd ls rbd`: no monitor answered: rbd: couldn't connect to the cluster!".into(),
+    }
+}
+
+#[test]
+fn planned_failover_waits_while_the_source_cluster_does_not_answer() {
+    let lab = snapshots();
+    let req = planned_to_b_until_syncing(&lab);
+    // The agent answers, its cluster does not: as much an outage as an unreachable agent, not a refusal.
+    let mut observed = lab.observe(&[]);
+    for seen in observed.pools.iter_mut().flat_map(|p| &mut p.sites) {
+        if seen.site == A {
+            seen.pool = Err(cluster_down(A));
+        }
+    }
+    let transition = next(&req.spec, &req.status, &observed, lab.clock.now());
+    assert!(transition.steps.is_empty() && transition.then.is_empty());
+    assert_eq!(transition.status.phase, FailoverPhase::Syncing);
+    let unreachable = transition
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SITE_UNREACHABLE)
+        .expect("SiteUnreachable");
+    assert_eq!(unreachable.reason, "CephClusterUnreachable");
+    assert!(
+        unreachable.message.contains("couldn't connect"),
+        "{}",
+        unreachable.message
+    );
+}
+
+#[test]
+fn only_an_emergency_or_a_drill_leaves_the_other_site_unasked() {
+    for (action, asks_a) in [
+        (FailoverAction::Planned, true),
+        (FailoverAction::Failback, true),
+        (FailoverAction::Resync, true),
+        (FailoverAction::Emergency, false),
+        (FailoverAction::Drill, false),
+    ] {
+        let spec = request(action, B);
+        assert!(needs_site(&spec, B), "{action:?} needs its target");
+        assert_eq!(needs_site(&spec, A), asks_a, "{action:?}");
+    }
 }
 
 #[test]
