@@ -45,13 +45,15 @@ struct Args {
     #[arg(long, env = "CEPHDR_BIN")]
     cephdr: PathBuf,
     /// Simulated Ceph sites, paired up (site 0 with 1, 2 with 3, ...); an even number.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     sites: usize,
-    /// RGW realms, each with a master zone on one site of a pair and a secondary zone on the other.
-    #[arg(long, default_value_t = 50)]
+    /// RGW realms, each with a master zone on one site of a pair and a secondary zone on the other; at most
+    /// one per pair (cephdr creates a realm's sync user in the cluster's default realm, so one cluster
+    /// holds the zones of one cephdr realm).
+    #[arg(long, default_value_t = 10)]
     realms: usize,
     /// Mirrored RBD pools, spread over the pairs.
-    #[arg(long, default_value_t = 840)]
+    #[arg(long, default_value_t = 950)]
     pools: usize,
     /// Images in all pools together, spread evenly.
     #[arg(long, default_value_t = 10_000)]
@@ -275,6 +277,12 @@ async fn main() -> Result<()> {
     if args.sites < 2 || args.sites % 2 != 0 {
         bail!("--sites must be an even number of at least 2");
     }
+    if args.realms > args.sites / 2 {
+        bail!(
+            "--realms must be at most one per pair of sites ({})",
+            args.sites / 2
+        );
+    }
     let plane = tokio::task::spawn_blocking(ControlPlane::start).await??;
     let client = plane.client().await?;
     cephdr_e2e::install_crds(&client, &cephdr::api::crds()).await?;
@@ -318,8 +326,7 @@ async fn main() -> Result<()> {
     while seen.len() < total {
         match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
             Ok(Some(key)) => {
-                seen.insert(key);
-                if seen.len() % 100 == 0 {
+                if seen.insert(key) && seen.len() % 100 == 0 {
                     eprintln!("{:>6.1} s: {} Ready", started.elapsed().as_secs_f64(), seen.len());
                 }
             }

@@ -216,6 +216,9 @@ fn check_sites(ctx: &Ctx, pool: &ObservedPool, sites: &[&str]) -> Result<(), Fai
         FailoverAction::Resync => other_site(pool, ctx.target()),
         FailoverAction::Emergency | FailoverAction::Drill => None,
     };
+    // Every site must answer before anything else is judged: a site that does not decides what to do next
+    // (an emergency request), whatever else is also wrong.
+    let mut answered = Vec::with_capacity(sites.len());
     for site in sites {
         let observed = pool.sites.iter().find(|s| s.site == *site).ok_or_else(|| {
             Failure::preflight(format!(
@@ -230,6 +233,9 @@ fn check_sites(ctx: &Ctx, pool: &ObservedPool, sites: &[&str]) -> Result<(), Fai
             }
             failure
         })?;
+        answered.push((site, state));
+    }
+    for (site, state) in answered {
         if !state.exists {
             return Err(Failure::preflight(format!(
                 "pool {} does not exist on site {site}",

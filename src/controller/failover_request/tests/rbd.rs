@@ -201,6 +201,23 @@ fn planned_failover_with_the_source_down_at_the_start_fails_the_preflight() {
     assert!(req.status.steps.is_empty());
 }
 
+#[test]
+fn a_source_down_at_the_start_is_reported_before_anything_else_wrong() {
+    let lab = snapshots();
+    lab.world.set_down(A, true);
+    lab.b.set_rbd_mirror_running(false).expect("site B up");
+    let mut req = Request::new(request(FailoverAction::Planned, B));
+    lab.run_to_end(&mut req);
+    assert_eq!(req.status.phase, FailoverPhase::Failed);
+    assert_eq!(
+        failure_reason(&req),
+        common::AGENT_UNREACHABLE,
+        "not the missing rbd-mirror on B"
+    );
+    let message = &req.condition(STALLED).expect("Stalled").message;
+    assert!(message.contains("emergency"), "{message}");
+}
+
 /// What the agent of a site whose monitors are down answers.
 fn cluster_down(site: &str) -> AgentError {
     AgentError::ClusterUnreachable {
