@@ -360,10 +360,11 @@ async fn main() -> Result<()> {
     )
     .default_backoff()
     .applied_objects());
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
     while new_ready.is_none() {
-        let Ok(next) = tokio::time::timeout(Duration::from_secs(60), events.try_next()).await else {
-            let last = ns.api::<RbdMirrorPool>().get("pool-new").await?;
-            bail!("pool-new not Ready after 60 s: {:#?}", last.status);
+        // Not Ready within a minute is a result too: the table says so.
+        let Ok(next) = tokio::time::timeout_at(give_up, events.try_next()).await else {
+            break;
         };
         let object = next?.context("watch ended")?;
         if object.reconciled() && first_reconcile.is_none() {
@@ -391,10 +392,11 @@ async fn main() -> Result<()> {
     );
     println!("| operator CPU until all Ready | {cpu_ready:.1} s |");
     println!("| operator peak RSS at all Ready / at the end | {rss_ready:.1} MiB / {rss_peak:.1} MiB |");
+    let seconds = |t: Option<f64>| t.map_or("not within 60 s".to_string(), |t| format!("{t:.2} s"));
     println!(
-        "| new pool: first reconcile / Ready | {:.2} s / {:.2} s |",
-        first_reconcile.unwrap_or(f64::NAN),
-        new_ready.unwrap_or(f64::NAN)
+        "| new pool: first reconcile / Ready | {} / {} |",
+        seconds(first_reconcile),
+        seconds(new_ready)
     );
     Ok(())
 }
