@@ -1,6 +1,6 @@
 //! Running planned steps through the sites' agents, and telling humans when one fails.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::time::Instant;
 
 use kube::{
     runtime::events::{Event, EventType},
@@ -12,24 +12,15 @@ use super::{
     context::Context,
     error::{Error, Result},
 };
-use crate::{agent::ClusterAgent, api::conditions, plan::SiteStep};
+use crate::{api::conditions, plan::SiteStep};
 
 /// Runs `steps` in order; stops at the first failure, which is returned with the site and Ceph's message.
 /// Every step is idempotent, so a retry after a partial run repeats nothing harmful.
 pub async fn run_steps(ctx: &Context, namespace: &str, steps: &[SiteStep]) -> Result<()> {
-    // One connection per site for the whole run: connecting reads the site's Secrets from the API server.
-    let mut agents: HashMap<&str, Arc<dyn ClusterAgent>> = HashMap::new();
     for site_step in steps {
         let span = tracing::info_span!("agent", site = %site_step.site, op = site_step.step.verb());
         async {
-            let agent = match agents.get(site_step.site.as_str()) {
-                Some(agent) => agent.clone(),
-                None => {
-                    let agent = ctx.agent(namespace, &site_step.site).await?;
-                    agents.insert(&site_step.site, agent.clone());
-                    agent
-                }
-            };
+            let agent = ctx.agent(namespace, &site_step.site).await?;
             let started = Instant::now();
             let result = agent.execute(&site_step.step).await;
             let outcome = if result.is_ok() { "ok" } else { "error" };
