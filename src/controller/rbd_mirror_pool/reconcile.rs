@@ -43,33 +43,50 @@ pub async fn reconcile(pool: Arc<RbdMirrorPool>, ctx: Arc<Context>) -> Result<Ac
     .await
 }
 
-/// Observes, plans and applies; on cleanup returns an error until nothing is left to undo, so the finalizer
-/// stays until Ceph is clean.
+/// How many observe → plan → apply rounds one reconcile runs while the plan still has steps. Each round
+/// sees what the previous one changed, so a new pool converges (mirroring, peers, images, schedules) in one
+/// reconcile and one status write instead of one per phase, each triggered by the last status write.
+const ROUNDS_PER_RECONCILE: usize = 4;
+
+/// Observes, plans and applies until the plan has no steps left (or the rounds run out), then writes status
+/// once. On cleanup returns an error until nothing is left to undo, so the finalizer stays until Ceph is
+/// clean.
 async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
-    let mut observed = observe(pool, ctx, deleting).await?;
-    let mut pool_plan = plan::plan(&pool.spec, &observed, Timestamp::now());
-    if !pool_plan.tokens_needed.is_empty() && !deleting {
-        create_tokens(pool, ctx, &observed, &pool_plan.tokens_needed).await?;
-        observed = observe(pool, ctx, deleting).await?;
-        pool_plan = plan::plan(&pool.spec, &observed, Timestamp::now());
-    }
-    let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
+    let mut tokens = read_tokens(pool, ctx).await?;
+    let mut round = 1;
+    let (pool_plan, outcome) = loop {
+        let observed = observe(pool, ctx, deleting, &tokens).await?;
+        let mut pool_plan = plan::plan(&pool.spec, &observed, Timestamp::now());
+        let last_round = round == ROUNDS_PER_RECONCILE;
+        round += 1;
+        if !pool_plan.tokens_needed.is_empty() && !deleting && !last_round {
+            tokens = create_tokens(pool, ctx, &observed, &tokens, &pool_plan.tokens_needed).await?;
+            continue;
+        }
+        if pool_plan.plan.steps.is_empty() {
+            break (pool_plan, Ok(()));
+        }
+        let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
+        if outcome.is_err() || last_round {
+            break (pool_plan, outcome);
+        }
+    };
     report(pool, ctx, &pool_plan).await?;
     outcome?;
     if deleting && !pool_plan.cleanup_complete {
-        // Steps ran; look again before letting the finalizer go.
-        let after = plan::plan(&pool.spec, &observe(pool, ctx, true).await?, Timestamp::now());
-        if !after.cleanup_complete {
-            return Err(Error::CleanupPending(after.plan.pending()));
-        }
+        return Err(Error::CleanupPending(pool_plan.plan.pending()));
     }
     ctx.reset_backoff(pool);
     Ok(Action::requeue(pool_plan.plan.requeue))
 }
 
-async fn observe(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Observed> {
+async fn observe(
+    pool: &RbdMirrorPool,
+    ctx: &Context,
+    deleting: bool,
+    tokens: &BTreeMap<String, Sensitive<String>>,
+) -> Result<Observed> {
     let namespace = pool.namespace().unwrap_or_default();
-    let tokens = read_tokens(pool, ctx).await?;
     let mut sites = Vec::with_capacity(pool.spec.sites.len());
     for pool_site in &pool.spec.sites {
         let site = ctx.site(&namespace, &pool_site.site)?;
@@ -89,10 +106,16 @@ async fn observe(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<
 
 async fn read_tokens(pool: &RbdMirrorPool, ctx: &Context) -> Result<BTreeMap<String, Sensitive<String>>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    let Some(secret) = secrets.get_opt(&token_secret_name(pool)).await? else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(secret
+    Ok(secrets
+        .get_opt(&token_secret_name(pool))
+        .await?
+        .map(tokens_of)
+        .unwrap_or_default())
+}
+
+/// The tokens a bootstrap-token Secret holds, one per `CephSite`.
+fn tokens_of(secret: Secret) -> BTreeMap<String, Sensitive<String>> {
+    secret
         .data
         .unwrap_or_default()
         .into_iter()
@@ -101,19 +124,25 @@ async fn read_tokens(pool: &RbdMirrorPool, ctx: &Context) -> Result<BTreeMap<Str
                 .ok()
                 .map(|token| (site, Sensitive(token)))
         })
-        .collect())
+        .collect()
 }
 
-/// Creates bootstrap tokens on the named sites and keeps them in the pool's Secret, owned by the pool so
-/// they go when it goes. Tokens never appear in logs, Events or status.
+/// Creates bootstrap tokens on the named sites and keeps them, with the ones the pool already had, in the
+/// pool's Secret, owned by the pool so they go when it goes; returns the Secret's tokens as written. The
+/// Secret is applied whole: a server-side apply without a key this manager wrote before would delete it.
+/// Tokens never appear in logs, Events or status.
 async fn create_tokens(
     pool: &RbdMirrorPool,
     ctx: &Context,
     observed: &Observed,
+    known: &BTreeMap<String, Sensitive<String>>,
     sites: &[String],
-) -> Result<()> {
+) -> Result<BTreeMap<String, Sensitive<String>>> {
     let namespace = pool.namespace().unwrap_or_default();
-    let mut data = BTreeMap::new();
+    let mut data: BTreeMap<String, ByteString> = known
+        .iter()
+        .map(|(site, token)| (site.clone(), ByteString(token.expose().as_bytes().to_vec())))
+        .collect();
     for site_name in sites {
         let Some(site) = observed.sites.iter().find(|s| &s.site == site_name) else {
             continue;
@@ -141,14 +170,14 @@ async fn create_tokens(
         ..Default::default()
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    secrets
+    let written = secrets
         .patch(
             &token_secret_name(pool),
             &PatchParams::apply(FIELD_MANAGER),
             &Patch::Apply(&secret),
         )
         .await?;
-    Ok(())
+    Ok(tokens_of(written))
 }
 
 /// The pool's figures as metrics: per image the lag and whether its copy replays (on the site that holds
