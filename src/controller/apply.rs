@@ -1,11 +1,17 @@
 //! Running planned steps through the sites' agents, and telling humans when one fails.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use kube::{
-    runtime::events::{Event, EventType},
-    Resource,
+    api::{Api, Patch, PatchParams},
+    core::NamespaceResourceScope,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+    Resource, ResourceExt,
 };
+use serde::{de::DeserializeOwned, Serialize};
 use tracing::{info, warn, Instrument};
 
 use super::{
@@ -96,34 +102,62 @@ pub async fn execute_plan<K: Resource<DynamicType = ()>>(
     outcome
 }
 
-/// Wraps a converge function in the cleanup finalizer: `converge(object, deleting)`.
-pub async fn with_finalizer<K, F, Fut>(
-    ctx: &Context,
-    object: std::sync::Arc<K>,
-    converge: F,
-) -> Result<kube::runtime::controller::Action>
+/// Field manager of the finalizer, apart from [`super::FIELD_MANAGER`]: its server-side apply owns nothing but
+/// the finalizer, so no other write of the operator's can drop it.
+const FINALIZER_MANAGER: &str = "cephdr-operator-finalizer";
+
+/// Wraps a converge function in the cleanup finalizer: `converge(object, deleting)`. Unlike kube-runtime's
+/// helper, adding the finalizer does not end the reconcile: it is a server-side apply of the one list item,
+/// which no newer copy of the object can make fail, and converging goes on in the same reconcile instead of
+/// waiting for the watch to deliver the patched object (one reconcile and one stale-copy retry less per
+/// new resource).
+pub async fn with_finalizer<K, F, Fut>(ctx: &Context, object: Arc<K>, converge: F) -> Result<Action>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    F: Fn(std::sync::Arc<K>, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>>,
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    F: FnOnce(Arc<K>, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
 {
-    let api: kube::Api<K> = kube::Api::namespaced(
+    let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
         object.meta().namespace.as_deref().unwrap_or_default(),
     );
-    kube::runtime::finalizer(&api, super::FINALIZER, object, |event| async {
-        match event {
-            kube::runtime::finalizer::Event::Apply(object) => converge(object, false).await,
-            kube::runtime::finalizer::Event::Cleanup(object) => converge(object, true).await,
+    let ours = object.finalizers().iter().position(|f| f == super::FINALIZER);
+    match (object.meta().deletion_timestamp.is_some(), ours) {
+        (false, Some(_)) => converge(object, false).await,
+        (false, None) => {
+            let patch = serde_json::json!({
+                "apiVersion": K::api_version(&()),
+                "kind": K::kind(&()),
+                // The uid keeps the apply from re-creating an object deleted since the cache saw it.
+                "metadata": { "uid": object.meta().uid, "finalizers": [super::FINALIZER] },
+            });
+            api.patch(
+                &object.name_any(),
+                &PatchParams::apply(FINALIZER_MANAGER),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::AddFinalizer)?;
+            converge(object, false).await
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        (true, Some(index)) => {
+            converge(object.clone(), true).await?;
+            // Test-and-remove: only the finalizer this copy saw at this index goes.
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+                { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": super::FINALIZER },
+                { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+            ]))
+            .expect("a JSON patch of two fixed operations");
+            api.patch::<K>(&object.name_any(), &PatchParams::default(), &Patch::Json(patch))
+                .await
+                .map_err(Error::RemoveFinalizer)?;
+            Ok(Action::await_change())
+        }
+        // Being deleted without our finalizer: nothing of ours is left to undo.
+        (true, None) => Ok(Action::await_change()),
+    }
 }

@@ -21,8 +21,10 @@ pub enum Error {
     CleanupPending(String),
     #[error("kubernetes api call failed: {0}")]
     Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("adding the finalizer failed: {0}")]
+    AddFinalizer(#[source] kube::Error),
+    #[error("removing the finalizer failed: {0}")]
+    RemoveFinalizer(#[source] kube::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -36,43 +38,28 @@ impl Error {
             Error::SecretMissing { .. } => crate::api::conditions::reason::SECRET_MISSING,
             Error::InvalidSpec(_) => crate::api::conditions::reason::INVALID_SPEC,
             Error::CleanupPending(_) => crate::api::conditions::reason::PROGRESSING,
-            Error::Kube(_) => crate::api::conditions::reason::KUBE_API_ERROR,
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => crate::api::conditions::reason::KUBE_API_ERROR,
-            },
+            Error::Kube(_) | Error::AddFinalizer(_) | Error::RemoveFinalizer(_) => {
+                crate::api::conditions::reason::KUBE_API_ERROR
+            }
         }
     }
 
     /// Errors that only a change of the resource (or of what it refers to) can fix: retrying on a timer
     /// would only repeat them, so the controller waits for a change instead.
     pub fn is_permanent(&self) -> bool {
-        match self {
-            Error::InvalidSpec(_) => true,
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
-                _ => false,
-            },
-            _ => false,
-        }
+        matches!(self, Error::InvalidSpec(_))
     }
 }
 
 impl Error {
-    /// The reconcile started from an older copy of the object than the API server holds: adding or removing
-    /// the finalizer failed its JSON-patch test (422) or a write conflicted (409). Nothing is wrong, the
-    /// watch is just behind (typically another trigger ran the reconcile before the cache saw the
-    /// finalizer the previous one added), so it is retried at once without counting towards the backoff.
+    /// The reconcile started from an older copy of the object than the API server holds: a finalizer write
+    /// failed its JSON-patch test (422) or conflicted (409), or the object is gone. Nothing is wrong, the
+    /// watch is just behind, so it is retried at once without counting towards the backoff.
     pub fn is_stale_object(&self) -> bool {
-        use kube::runtime::finalizer::Error as FinalizerError;
-        let stale = |error: &kube::Error| matches!(error, kube::Error::Api(status) if status.code == 409 || status.code == 422);
         match self {
-            Error::Finalizer(inner) => match inner.as_ref() {
-                FinalizerError::AddFinalizer(error) | FinalizerError::RemoveFinalizer(error) => stale(error),
-                _ => false,
-            },
+            Error::AddFinalizer(error) | Error::RemoveFinalizer(error) => {
+                matches!(error, kube::Error::Api(status) if [404, 409, 422].contains(&status.code))
+            }
             _ => false,
         }
     }
@@ -108,12 +95,11 @@ mod tests {
 
     #[test]
     fn a_finalizer_patch_against_a_stale_copy_is_told_apart_from_real_failures() {
-        use kube::runtime::finalizer::Error as FinalizerError;
-        let finalizer = |error| Error::Finalizer(Box::new(error));
-        assert!(finalizer(FinalizerError::AddFinalizer(api(422))).is_stale_object());
-        assert!(finalizer(FinalizerError::RemoveFinalizer(api(409))).is_stale_object());
-        assert!(!finalizer(FinalizerError::AddFinalizer(api(403))).is_stale_object());
-        assert!(!finalizer(FinalizerError::ApplyFailed(Error::InvalidSpec("x".into()))).is_stale_object());
+        assert!(Error::AddFinalizer(api(422)).is_stale_object());
+        assert!(Error::RemoveFinalizer(api(409)).is_stale_object());
+        assert!(Error::RemoveFinalizer(api(404)).is_stale_object());
+        assert!(!Error::AddFinalizer(api(403)).is_stale_object());
+        assert!(!Error::InvalidSpec("x".into()).is_stale_object());
         assert!(!Error::Kube(api(409)).is_stale_object());
         assert!(!Error::SiteNotFound("site-a".into()).is_stale_object());
     }
