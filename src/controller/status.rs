@@ -156,6 +156,10 @@ pub async fn apply<K: WithStatus>(api: &Api<K>, object: &K, status: &K::Status) 
         "kind": K::kind(&()),
         "status": status,
     });
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let fields = changed_fields(object.status(), &patch["status"]);
+        tracing::debug!(?fields, "writing status");
+    }
     api.patch_status(
         &object.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -163,6 +167,24 @@ pub async fn apply<K: WithStatus>(api: &Api<K>, object: &K, status: &K::Status) 
     )
     .await?;
     Ok(true)
+}
+
+/// The top-level status fields that differ between `old` and `new`, for the debug log of a status write.
+fn changed_fields<S: serde::Serialize>(old: Option<&S>, new: &serde_json::Value) -> Vec<String> {
+    let old = old
+        .and_then(|old| serde_json::to_value(old).ok())
+        .unwrap_or_default();
+    let keys = |value: &serde_json::Value| -> Vec<String> {
+        value
+            .as_object()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut fields: Vec<String> = keys(&old).into_iter().chain(keys(new)).collect();
+    fields.sort();
+    fields.dedup();
+    fields.retain(|field| old.get(field) != new.get(field));
+    fields
 }
 
 #[cfg(test)]
@@ -247,5 +269,20 @@ mod tests {
         let mut unknown = pool(status(40, true), NOW);
         unknown.metadata.managed_fields = None;
         assert!(!only_fresh_figures_changed(&unknown, &status(45, true), at(NOW)));
+    }
+
+    #[test]
+    fn a_status_write_names_the_fields_it_changes() {
+        let old = status(10, true);
+        let mut new = status(10, false);
+        new.daemons.push(Default::default());
+        let new = serde_json::to_value(&new).expect("status serializes");
+        assert_eq!(changed_fields(Some(&old), &new), ["conditions", "daemons"]);
+        assert_eq!(
+            changed_fields(Some(&old), &serde_json::to_value(&old).expect("serializes")),
+            Vec::<String>::new()
+        );
+        let every_field: Vec<String> = new.as_object().expect("an object").keys().cloned().collect();
+        assert_eq!(changed_fields::<RbdMirrorPoolStatus>(None, &new), every_field);
     }
 }

@@ -7,7 +7,7 @@
 //! test: `docs/benchmarks.md` has the command and the results.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     path::PathBuf,
     process::Command,
     sync::Arc,
@@ -234,6 +234,31 @@ async fn scrape(listen: &str) -> Result<(f64, f64)> {
     ))
 }
 
+/// The API server's `apiserver_request_total`, summed per (verb, resource) over codes and scopes.
+async fn api_requests(client: &kube::Client) -> Result<BTreeMap<(String, String), f64>> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split_once(&format!("{name}=\""))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map_or(String::new(), |(value, _)| value.to_string())
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let subresource = label("subresource");
+        let resource = match subresource.as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        *counts.entry((label("verb"), resource)).or_default() += value;
+    }
+    Ok(counts)
+}
+
 /// A plain HTTP/1.0 GET on loopback (the operations endpoint speaks plain HTTP).
 async fn http_get(addr: &str, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -318,6 +343,7 @@ async fn main() -> Result<()> {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+    let api_before = api_requests(&client).await?;
     let started = Instant::now();
     let operator = Daemon::start("cephdr operator", command, &log)?;
 
@@ -344,6 +370,13 @@ async fn main() -> Result<()> {
     let all_ready = started.elapsed().as_secs_f64();
     let (reconciles, agent_requests) = scrape(&listen).await?;
     let (rss_ready, cpu_ready) = usage(operator.pid)?;
+    let mut api_during: Vec<_> = api_requests(&client)
+        .await?
+        .into_iter()
+        .map(|(key, after)| (after - api_before.get(&key).copied().unwrap_or(0.0), key))
+        .filter(|(count, _)| *count >= 1.0)
+        .collect();
+    api_during.sort_by(|a, b| b.0.total_cmp(&a.0));
 
     // A resource created into the running fleet: its first reconcile and Ready.
     let (primary, secondary) = pair(0, args.sites);
@@ -398,5 +431,20 @@ async fn main() -> Result<()> {
         seconds(first_reconcile),
         seconds(new_ready)
     );
+    let total_api: f64 = api_during.iter().map(|(count, _)| count).sum();
+    println!();
+    println!(
+        "API server requests from the operator start to all Ready: {total_api:.0} ({:.0}/s)",
+        total_api / all_ready
+    );
+    println!();
+    println!("| verb | resource | requests | per resource |");
+    println!("|---|---|---|---|");
+    for (count, (verb, resource)) in api_during.iter().take(12) {
+        println!(
+            "| {verb} | {resource} | {count:.0} | {:.1} |",
+            count / total as f64
+        );
+    }
     Ok(())
 }
