@@ -280,6 +280,20 @@ async fn realm_and_zones_replicate_the_bucket_their_policy_enables_and_not_anoth
         sync.data
     );
 
+    // The condition may come from a probe older than the PUTs: ask RGW on B itself, now that both are in A's
+    // data log, whether it has processed everything up to A's current markers.
+    wait_until_ok("data sync on B caught up with A's log", || {
+        let status = sites.b.radosgw_admin(&[
+            "sync",
+            "status",
+            &format!("--rgw-realm={REALM}"),
+            "--rgw-zone=west",
+        ])?;
+        Ok(status.contains("data is caught up with source"))
+    })
+    .await
+    .with_context(|| rgw_state(&sites.b))?;
+
     // B, caught up, has the excluded bucket (metadata syncs regardless of policy) but not its object.
     let excluded_on_b = s3::Bucket::new(&excluded, region(&url_b), credentials(&keys)?)?.with_path_style();
     let (listing, _) = excluded_on_b
