@@ -1,6 +1,12 @@
 //! RGW multisite configured by cephdr alone on two real Ceph sites: a `CephRealm` and two `CephZone`s make
 //! the realm, zonegroup, zones and sync user, commit the periods and pull the realm on B with keys the
-//! operator generated; objects PUT on A read back identical from B and the secondary reports caught up.
+//! operator generated; the realm's sync policy replicates one bucket and not another: objects PUT on A in
+//! the enabled bucket read back identical from B, the other bucket's stay on A, and the secondary reports
+//! caught up.
+//!
+//! The policy is the shape Pacific honours for "only these buckets": the zonegroup's group `allowed` and an
+//! `enabled` bucket-level group per replicated bucket. A bucket-level `forbidden` group under an `enabled`
+//! zonegroup group does not stop sync on 16.2.15 (measured; ceph/ceph#49803 added that later).
 
 use std::time::Duration;
 
@@ -10,6 +16,7 @@ use cephdr_e2e::{
     operator::OperatorStack, process::free_port, shared_ceph_sites, shared_control_plane, unique_name,
     CephSite,
 };
+use kube::api::{Patch, PatchParams};
 use rand::RngCore;
 use serde_json::json;
 
@@ -17,6 +24,18 @@ const REALM: &str = "geo";
 const ZONE_GROUP: &str = "zg";
 /// Real RGW needs a few seconds per period commit and sync round on a loaded CI machine.
 const CONVERGE: Duration = Duration::from_secs(180);
+
+/// The zonegroup's policy: sync between the zones is allowed for every bucket, and enabled for `enabled`.
+fn zone_groups(enabled: Option<&str>) -> serde_json::Value {
+    let every_bucket = json!([{"id": "all", "sourceZones": ["*"], "destZones": ["*"]}]);
+    let mut groups = vec![json!({"id": "allowed", "status": "allowed",
+        "flows": [{"id": "mirror", "type": "symmetrical", "zones": ["east", "west"]}],
+        "pipes": every_bucket})];
+    groups.extend(enabled.map(
+        |bucket| json!({"id": "enabled", "status": "enabled", "bucket": bucket, "pipes": every_bucket}),
+    ));
+    json!([{"name": ZONE_GROUP, "master": true, "syncPolicy": {"groups": groups}}])
+}
 
 fn zone_manifest(name: &str, site: &str, master: bool, endpoint: &str) -> serde_json::Value {
     json!({"metadata": {"name": name}, "spec": {
@@ -55,6 +74,37 @@ fn rgw_state(site: &CephSite) -> String {
     })
     .collect::<Vec<_>>()
     .join("\n")
+}
+
+async fn realm_ready(stack: &OperatorStack, generation: i64) -> Result<CephRealm> {
+    stack
+        .ns
+        .wait::<CephRealm>(REALM, "Ready", CONVERGE, |realm| {
+            realm.status.as_ref().is_some_and(|s| {
+                s.observed_generation == Some(generation)
+                    && conditions::is_true(&s.conditions, conditions::READY)
+            })
+        })
+        .await
+}
+
+/// The zones `radosgw-admin sync info` on `site` names as sources of `bucket`: its view of the policy.
+fn sync_sources(site: &CephSite, zone: &str, bucket: &str) -> Result<Vec<String>> {
+    let info: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
+        "sync",
+        "info",
+        &format!("--bucket={bucket}"),
+        &format!("--rgw-realm={REALM}"),
+        &format!("--rgw-zone={zone}"),
+    ])?)?;
+    let sources = info["sources"].as_array().context("sync info sources")?;
+    let mut zones: Vec<String> = sources
+        .iter()
+        .filter_map(|pipe| pipe["source"]["zone"].as_str().map(str::to_string))
+        .collect();
+    zones.sort_unstable();
+    zones.dedup();
+    Ok(zones)
 }
 
 async fn wait_until_ok(what: &str, probe: impl Fn() -> Result<bool>) -> Result<()> {
@@ -104,7 +154,7 @@ fn s3_user(site: &CephSite) -> Result<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
+async fn realm_and_zones_replicate_the_bucket_their_policy_enables_and_not_another() -> Result<()> {
     let plane = shared_control_plane().await?;
     let sites = shared_ceph_sites().await?;
     let stack = OperatorStack::start(plane, [&sites.a, &sites.b], "rgw-e2e").await?;
@@ -116,7 +166,7 @@ async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
     stack
         .ns
         .create::<CephRealm>(json!({"metadata": {"name": REALM}, "spec": {
-            "zoneGroups": [{"name": ZONE_GROUP, "master": true}], "deletionPolicy": "Delete"}}))
+            "zoneGroups": zone_groups(None), "deletionPolicy": "Delete"}}))
         .await?;
     stack
         .ns
@@ -145,32 +195,47 @@ async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
     let site_b = &sites.b;
     tokio::task::spawn_blocking(move || site_b.start_zone_rgw(REALM, "west", port_b)).await??;
     zone_ready(&stack, "west", &sites.b).await?;
-    let realm = stack
-        .ns
-        .wait::<CephRealm>(REALM, "Ready", CONVERGE, |realm| {
-            realm
-                .status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY))
-        })
-        .await?;
+    let realm = realm_ready(&stack, 1).await?;
     let period = realm.status.context("realm status")?;
     assert!(period.realm_id.is_some(), "the realm id is reported: {period:?}");
 
-    // Objects PUT on A read back identical from B.
+    // Two buckets; the policy, a resource change, enables sync of one (a bucket-level group needs its bucket).
     let keys = s3_user(&sites.a)?;
-    let name = unique_name("photos");
-    let on_a = s3::Bucket::create_with_path_style(
-        &name,
-        region(&url_a),
-        credentials(&keys)?,
-        s3::BucketConfiguration::default(),
-    )
-    .await?
-    .bucket;
+    let (name, excluded) = (unique_name("photos"), unique_name("scratch"));
+    let mut on_a = Vec::new();
+    for bucket in [&name, &excluded] {
+        let created = s3::Bucket::create_with_path_style(
+            bucket,
+            region(&url_a),
+            credentials(&keys)?,
+            s3::BucketConfiguration::default(),
+        )
+        .await?;
+        on_a.push(created.bucket);
+    }
+    let patch = json!({"spec": {"zoneGroups": zone_groups(Some(&name))}});
+    let patched = stack
+        .ns
+        .api::<CephRealm>()
+        .patch(REALM, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    realm_ready(&stack, patched.metadata.generation.context("generation")?).await?;
+    // RGW on B syncs what its copy of the bucket's policy enables when a change arrives, and that copy comes
+    // by metadata sync: an object PUT before it is there stays behind.
+    wait_until_ok("the enabled bucket's policy on site B", || {
+        Ok(sync_sources(&sites.b, "west", &name)? == ["east"])
+    })
+    .await
+    .with_context(|| rgw_state(&sites.b))?;
+    assert_eq!(sync_sources(&sites.b, "west", &excluded)?, Vec::<String>::new());
+
+    // The excluded bucket's object is PUT first, so once the other one and data sync have caught up on B
+    // it has had every chance to arrive.
+    let kept_out = b"not for site b".to_vec();
+    on_a[1].put_object("/draft.txt", &kept_out).await?;
     let mut body = vec![0u8; 1 << 20];
     rand::rng().fill_bytes(&mut body);
-    on_a.put_object("/2026/cat.jpg", &body).await?;
+    on_a[0].put_object("/2026/cat.jpg", &body).await?;
     let on_b = s3::Bucket::new(&name, region(&url_b), credentials(&keys)?)?.with_path_style();
     let deadline = tokio::time::Instant::now() + CONVERGE;
     loop {
@@ -213,6 +278,41 @@ async fn realm_and_zones_replicate_objects_between_real_sites() -> Result<()> {
             .any(|d| d.source == "east" && d.behind_shards == 0),
         "data caught up from east: {:?}",
         sync.data
+    );
+
+    // The condition may come from a probe older than the PUTs: ask RGW on B itself, now that both are in A's
+    // data log, whether it has processed everything up to A's current markers.
+    wait_until_ok("data sync on B caught up with A's log", || {
+        let status = sites.b.radosgw_admin(&[
+            "sync",
+            "status",
+            &format!("--rgw-realm={REALM}"),
+            "--rgw-zone=west",
+        ])?;
+        Ok(status.contains("data is caught up with source"))
+    })
+    .await
+    .with_context(|| rgw_state(&sites.b))?;
+
+    // B, caught up, has the excluded bucket (metadata syncs regardless of policy) but not its object.
+    let excluded_on_b = s3::Bucket::new(&excluded, region(&url_b), credentials(&keys)?)?.with_path_style();
+    let (listing, _) = excluded_on_b
+        .list_page(String::new(), None, None, None, None)
+        .await?;
+    assert_eq!(listing.name, excluded, "the excluded bucket exists on B");
+    assert!(
+        listing.contents.is_empty(),
+        "the excluded bucket's objects reached B: {:?}",
+        listing.contents.iter().map(|o| &o.key).collect::<Vec<_>>()
+    );
+    assert!(
+        excluded_on_b.get_object("/draft.txt").await.is_err(),
+        "the excluded object reads back from B"
+    );
+    assert_eq!(
+        on_a[1].get_object("/draft.txt").await?.as_slice(),
+        kept_out.as_slice(),
+        "the excluded object is on A"
     );
     Ok(())
 }

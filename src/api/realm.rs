@@ -54,7 +54,8 @@ pub struct ZoneGroupSpec {
     /// Whether this is the realm's master zonegroup (metadata authority).
     #[serde(default)]
     pub master: bool,
-    /// Sync policy of the zonegroup: which zones replicate which buckets.
+    /// Sync policy of the zonegroup: which zones replicate which buckets. Set once every zone it names is
+    /// in the zonegroup: Ceph would keep the name of a zone it does not know yet and never match the zone.
     pub sync_policy: Option<SyncPolicy>,
 }
 
@@ -73,9 +74,14 @@ pub struct SyncPolicy {
 pub struct SyncGroup {
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
     pub id: String,
-    /// `enabled` syncs, `allowed` permits sync that a bucket-level group enables, `forbidden` blocks it.
+    /// `enabled` syncs, `allowed` permits sync that a bucket-level group enables, `forbidden` blocks it. To
+    /// replicate only some buckets, make the zonegroup's group `allowed` and give each of them an `enabled`
+    /// bucket-level group: on Ceph Pacific a bucket-level `forbidden` group does not stop the sync that an
+    /// `enabled` zonegroup group allows.
     pub status: SyncGroupStatus,
-    /// Set to make this a bucket-level group that refines the zonegroup policy for one bucket.
+    /// Set to make this a bucket-level group that refines the zonegroup policy for one bucket. The bucket
+    /// must exist: Ceph keeps the group in the bucket's metadata, which reaches the other zones by metadata
+    /// sync (no period commit).
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
     pub bucket: Option<String>,
     #[serde(default)]

@@ -8,11 +8,11 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::{
-    agent::{AgentError, RgwRealmState, Step, SyncGroup},
+    agent::{AgentError, Period, RgwRealmState, Step, SyncGroup},
     api::{
         common::DeletionPolicy,
         conditions::reason,
-        realm::{CephRealmSpec, CephRealmStatus, PeriodStatus},
+        realm::{CephRealmSpec, CephRealmStatus, PeriodStatus, ZoneGroupSpec},
     },
     plan::{describe, Health, Plan, SiteStep},
 };
@@ -76,7 +76,10 @@ pub fn plan(spec: &CephRealmSpec, observed: &Observed, _now: Timestamp) -> Realm
         readiness(spec, &observed.zones, state)
     } else {
         let mut message = format!("applying {}", describe(&steps));
-        if !steps.iter().any(|s| matches!(s.step, Step::CommitPeriod { .. })) {
+        let creates = steps
+            .iter()
+            .any(|s| matches!(s.step, Step::CreateRealm { .. } | Step::CreateZoneGroup { .. }));
+        if creates && !steps.iter().any(|s| matches!(s.step, Step::CommitPeriod { .. })) {
             message.push_str(&format!(
                 "; the period is committed once zone {} exists (the CephZone controller creates it)",
                 master.zone
@@ -190,11 +193,15 @@ fn realm_steps(
         });
     // A zonegroup's policy is set once the zonegroup is on this site: the master one is created above, the
     // others arrive with the period that commits them. `radosgw-admin sync group` also needs a zone to run
-    // in: before the master zone exists it fails ("Cannot find zone id"), so policies wait for it.
-    let policy_groups = spec
-        .zone_groups
-        .iter()
-        .filter(|g| master_zone_exists && (g.master || committed(&g.name)));
+    // in: before the master zone exists it fails ("Cannot find zone id"), so policies wait for it, and for
+    // every zone they name (see `zones_not_in_period`).
+    let policy_groups = spec.zone_groups.iter().filter(|g| {
+        master_zone_exists && (g.master || committed(&g.name)) && zones_not_in_period(g, period).is_empty()
+    });
+    // A commit makes every RGW reload its realm, after which a secondary's metadata sync stalls for a minute
+    // or more (measured on 16.2.15); bucket-level groups live in bucket metadata, which metadata sync
+    // carries, so only what the period holds is committed: new realm objects and zonegroup-level groups.
+    let mut period_changed = !steps.is_empty();
     for group in policy_groups {
         let desired = group
             .sync_policy
@@ -207,6 +214,7 @@ fn realm_steps(
             .map(|(_, groups)| groups.as_slice())
             .unwrap_or_default();
         if canonical(desired) != canonical(current) {
+            period_changed |= canonical(&zone_group_level(desired)) != canonical(&zone_group_level(current));
             steps.push(on_master(Step::SetSyncPolicy {
                 realm: realm.clone(),
                 zone_group: group.name.clone(),
@@ -214,10 +222,43 @@ fn realm_steps(
             }));
         }
     }
-    if !steps.is_empty() && master_zone_exists {
+    if period_changed && master_zone_exists {
         steps.push(on_master(Step::CommitPeriod { realm: realm.clone() }));
     }
     steps
+}
+
+/// Zones the zonegroup's policy names that its committed zonegroup lacks. `radosgw-admin` stores a zone
+/// name it cannot resolve as is, which never matches the zone's id once the zone exists, and prints it
+/// back by that name: a policy set before its zones would look applied and sync nothing.
+fn zones_not_in_period<'a>(group: &'a ZoneGroupSpec, period: Option<&Period>) -> Vec<&'a str> {
+    let members = period
+        .and_then(|p| p.zone_groups.iter().find(|g| g.name == group.name))
+        .map(|g| g.zones.as_slice())
+        .unwrap_or_default();
+    let groups = group.sync_policy.iter().flat_map(|p| &p.groups);
+    let flow_zones = groups.clone().flat_map(|g| &g.flows).flat_map(|flow| {
+        flow.zones
+            .iter()
+            .chain(flow.source_zone.as_ref())
+            .chain(flow.dest_zone.as_ref())
+    });
+    let pipe_zones = groups
+        .flat_map(|g| &g.pipes)
+        .flat_map(|pipe| pipe.source_zones.iter().chain(&pipe.dest_zones));
+    let mut missing: Vec<&str> = flow_zones
+        .chain(pipe_zones)
+        .map(String::as_str)
+        .filter(|zone| *zone != "*" && !members.iter().any(|m| m.name == *zone))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}
+
+/// The groups of a zonegroup's own policy, the part of it that lives in the period.
+fn zone_group_level(groups: &[SyncGroup]) -> Vec<SyncGroup> {
+    groups.iter().filter(|g| g.bucket.is_none()).cloned().collect()
 }
 
 /// Sync groups in one canonical form: Ceph keeps groups, flows, pipes and zone lists in maps and sets, and
@@ -249,8 +290,8 @@ fn canonical(groups: &[SyncGroup]) -> Vec<SyncGroup> {
     groups
 }
 
-/// Ready once every declared zonegroup is committed with the master zone its `CephZone`s name; policies
-/// were compared while planning (no steps means they are equal).
+/// Ready once every declared zonegroup is committed with the master zone its `CephZone`s name and with the
+/// zones its policy names; policies were compared while planning (no steps means they are equal).
 fn readiness(spec: &CephRealmSpec, zones: &[MemberZone], state: &RgwRealmState) -> Health {
     let Some(period) = &state.period else {
         return Health::progressing(reason::PROGRESSING, "the realm has no period yet");
@@ -273,6 +314,17 @@ fn readiness(spec: &CephRealmSpec, zones: &[MemberZone], state: &RgwRealmState) 
                 format!(
                     "period epoch {} does not have zone {} as master of zonegroup {} yet",
                     period.epoch, master.zone, group.name
+                ),
+            );
+        }
+        let missing = zones_not_in_period(group, Some(period));
+        if !missing.is_empty() {
+            return Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "the sync policy of zonegroup {} waits for zone {} to join it in the period",
+                    group.name,
+                    missing.join(", ")
                 ),
             );
         }

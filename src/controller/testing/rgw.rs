@@ -42,6 +42,8 @@ pub struct RealmCopy {
     /// Zone objects on this cluster.
     pub zones: BTreeMap<String, ZoneModel>,
     pub period: Option<CommittedPeriod>,
+    /// Bucket-level sync groups, by zonegroup: bucket metadata that applies at once, in no period.
+    pub bucket_policy: BTreeMap<String, Vec<SyncGroup>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -200,14 +202,18 @@ impl RgwWorld {
         })
     }
 
-    /// The sync policy of each zonegroup of `names` that the site's local objects have.
+    /// The sync policy of each zonegroup of `names` that the site's local objects have, bucket groups last.
     pub fn policies(&self, site: &str, names: &[String]) -> Vec<(String, Vec<SyncGroup>)> {
         let Some(realm) = self.realm(site) else {
             return Vec::new();
         };
         names
             .iter()
-            .filter_map(|name| Some((name.clone(), realm.zone_groups.get(name)?.policy.clone())))
+            .filter_map(|name| {
+                let mut groups = realm.zone_groups.get(name)?.policy.clone();
+                groups.extend(realm.bucket_policy.get(name).into_iter().flatten().cloned());
+                Some((name.clone(), groups))
+            })
             .collect()
     }
 

@@ -6,7 +6,7 @@ use super::{require, same_url, CommittedPeriod, RealmCopy, RgwWorld, ZoneGroupMo
 use crate::{
     agent::{
         split::{Pull, RgwStep, Split},
-        ZoneGroupInfo, ZoneInfo,
+        SyncGroup, ZoneGroupInfo, ZoneInfo,
     },
     plan::SiteStep,
 };
@@ -44,6 +44,7 @@ impl RgwWorld {
                         zone_groups: BTreeMap::new(),
                         zones: BTreeMap::new(),
                         period: None,
+                        bucket_policy: BTreeMap::new(),
                     });
                 }
                 Ok(())
@@ -149,7 +150,10 @@ impl RgwWorld {
                     .zone_groups
                     .get_mut(zone_group)
                     .ok_or_else(|| format!("zonegroup {zone_group} not found"))?;
-                group.policy = groups.to_vec();
+                let (buckets, own): (Vec<SyncGroup>, Vec<SyncGroup>) =
+                    groups.iter().cloned().partition(|g| g.bucket.is_some());
+                group.policy = own;
+                copy.bucket_policy.insert(zone_group.to_string(), buckets);
                 Ok(())
             }
             RgwStep::DeleteZone(target) => {
@@ -290,6 +294,7 @@ impl RgwWorld {
             zone_groups: BTreeMap::new(),
             zones: BTreeMap::new(),
             period: None,
+            bucket_policy: BTreeMap::new(),
         });
         require(
             local.id == remote.id,

@@ -24,6 +24,8 @@ pub fn policy_in_ceph(fleet: &mut Fleet, groups: Vec<SyncGroup>) {
         .world
         .realm_mut("site-a")
         .expect("the realm on the master site");
+    let (buckets, own) = groups.into_iter().partition(|g| g.bucket.is_some());
     let group = realm.zone_groups.get_mut(MASTER_GROUP).expect("zonegroup us");
-    group.policy = groups;
+    group.policy = own;
+    realm.bucket_policy.insert(MASTER_GROUP.into(), buckets);
 }

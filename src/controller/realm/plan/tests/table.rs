@@ -119,6 +119,32 @@ fn a_policy_in_the_first_spec_waits_for_the_master_zone() {
 }
 
 #[test]
+fn a_policy_waits_for_every_zone_it_names_to_join_the_period() {
+    let policy = vec![mirror_group("all", &["us-east", "us-west"])];
+    let mut fleet =
+        Fleet::new(realm().policy("us", policy.clone()).build()).zone(zone("us-east", "site-a").master());
+    fleet.converge(false, 4).unwrap();
+    let waiting = fleet.plan_realm();
+    assert_waits(
+        &waiting.plan,
+        reason::WAITING_FOR_DEPENDENCY,
+        "the sync policy of zonegroup us waits for zone us-west to join it in the period",
+    );
+    assert!(
+        fleet.world.policies("site-a", &["us".into()])[0].1.is_empty(),
+        "radosgw-admin would keep the unresolved name us-west, which never matches the zone's id"
+    );
+
+    let mut fleet = fleet.zone(zone("us-west", "site-b"));
+    fleet.converge(false, 6).unwrap();
+    assert_eq!(fleet.world.policies("site-a", &["us".into()])[0].1, policy);
+    assert_eq!(
+        status_reason(&fleet.plan_realm().plan.conditions, READY).0,
+        "True"
+    );
+}
+
+#[test]
 fn a_new_sync_policy_is_set_and_committed_on_the_master_site() {
     let mut fleet = converged(realm().build());
     let policy = vec![
@@ -140,6 +166,29 @@ fn a_new_sync_policy_is_set_and_committed_on_the_master_site() {
             ),
             SiteStep::new("site-a", Step::CommitPeriod { realm: "prod".into() })
         ]
+    );
+    fleet.apply(&plan.plan.steps).unwrap();
+    assert!(fleet.plan_realm().plan.steps.is_empty());
+}
+
+#[test]
+fn a_bucket_group_change_is_set_without_a_commit() {
+    let zone_group_level = vec![mirror_group("all", &["us-east", "us-west"])];
+    let mut fleet = converged(realm().policy("us", zone_group_level.clone()).build());
+    let mut policy = zone_group_level;
+    policy.push(bucket_group("logs", "logs", "us-east", "us-west"));
+    fleet.realm = realm().policy("us", policy).build();
+    let plan = fleet.plan_realm();
+    assert_eq!(
+        rendered(&plan.plan.steps),
+        ["set-sync-policy prod/us@site-a"],
+        "bucket groups live in bucket metadata: a commit would only make every RGW reload"
+    );
+    let ready = find(&plan.plan.conditions, READY);
+    assert!(
+        !ready.message.contains("period is committed"),
+        "{}",
+        ready.message
     );
     fleet.apply(&plan.plan.steps).unwrap();
     assert!(fleet.plan_realm().plan.steps.is_empty());
@@ -192,7 +241,7 @@ fn a_changed_group_status_or_a_removed_policy_is_set_again() {
 }
 
 #[test]
-fn a_new_zonegroup_is_left_to_its_master_zone_and_its_policy_follows_its_commit() {
+fn a_new_zonegroup_is_left_to_its_master_zone_and_its_policy_follows_its_zones() {
     let mut fleet = converged(realm().build());
     let policy = vec![mirror_group("eu-all", &["eu-1", "eu-2"])];
     fleet.realm = realm().zone_group("eu").policy("eu", policy.clone()).build();
@@ -212,6 +261,14 @@ fn a_new_zonegroup_is_left_to_its_master_zone_and_its_policy_follows_its_commit(
 
     let eu = fleet.plan_zone("eu-1");
     fleet.apply(&eu.plan.steps).unwrap();
+    assert_waits(
+        &fleet.plan_realm().plan,
+        reason::WAITING_FOR_DEPENDENCY,
+        "the sync policy of zonegroup eu waits for zone eu-2",
+    );
+
+    fleet = fleet.zone(zone("eu-2", "site-b").in_group("eu"));
+    fleet.converge(true, 4).unwrap();
     assert_eq!(
         rendered(&fleet.plan_realm().plan.steps),
         ["set-sync-policy prod/eu@site-a", "commit-period prod@site-a"]
