@@ -67,7 +67,14 @@ with_status! {
         images: status
             .images
             .iter()
-            .map(|image| api::rbd_mirror_pool::ImageStatus { lag_seconds: None, ..image.clone() })
+            .map(|image| api::rbd_mirror_pool::ImageStatus {
+                lag_seconds: None,
+                // Each mirror snapshot that arrives moves these: rbd-mirror's description carries the
+                // snapshots' timestamps.
+                last_sync_time: None,
+                description: image.description.as_deref().map(without_digits),
+                ..image.clone()
+            })
             .collect(),
         summary: status.summary.clone().map(|summary| api::rbd_mirror_pool::PoolSummary {
             max_lag_seconds: None,
@@ -86,15 +93,15 @@ with_status! {
 /// written at once; the figures are at most this old, and metrics carry them live.
 pub const FIGURES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
+fn without_digits(text: &str) -> String {
+    text.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
 fn conditions_without_numbers(conditions: &[Condition]) -> Vec<Condition> {
     conditions
         .iter()
         .map(|condition| Condition {
-            message: condition
-                .message
-                .chars()
-                .filter(|c| !c.is_ascii_digit())
-                .collect(),
+            message: without_digits(&condition.message),
             ..condition.clone()
         })
         .collect()
@@ -250,6 +257,29 @@ mod tests {
     fn moving_figures_are_written_once_the_last_write_is_older_than_the_refresh() {
         let old = pool(status(40, true), NOW - FIGURES_REFRESH.as_secs() as i64);
         assert!(!only_fresh_figures_changed(&old, &status(70, true), at(NOW)));
+    }
+
+    #[test]
+    fn a_newer_mirror_snapshot_alone_is_a_moving_figure_but_a_new_replay_state_is_not() {
+        let synced = |at_second: i64, replay_state: &str| {
+            let mut status = status(40, true);
+            status.images[0].last_sync_time = Some(Time(at(at_second)));
+            status.images[0].description = Some(format!(
+                r#"replaying, {{"local_snapshot_timestamp":{at_second},"replay_state":"{replay_state}"}}"#
+            ));
+            status
+        };
+        let recent = pool(synced(NOW - 900, "idle"), NOW - 5);
+        assert!(only_fresh_figures_changed(
+            &recent,
+            &synced(NOW - 10, "idle"),
+            at(NOW)
+        ));
+        assert!(!only_fresh_figures_changed(
+            &recent,
+            &synced(NOW - 900, "syncing"),
+            at(NOW)
+        ));
     }
 
     #[test]
