@@ -34,6 +34,8 @@ use crate::{
 
 /// Field manager of every write, and the Event reporter.
 pub const FIELD_MANAGER: &str = "cephdr-operator";
+/// The label on every object cephdr creates (with [`FIELD_MANAGER`] as its value).
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Finalizer on resources that configured something in Ceph.
 pub const FINALIZER: &str = "cephdr.io/cleanup";
 
@@ -168,6 +170,8 @@ pub async fn run(
         },
     );
 
+    // Only the Secrets cephdr writes (labelled so): a watch of every Secret would cache the cluster's secrets.
+    let owned_secrets = config.clone().labels(&format!("{MANAGED_BY}={FIELD_MANAGER}"));
     // Every controller drains its in-flight reconciles when the same shutdown signal fires.
     let shutdown = shutdown.shared();
     let sites = sites
@@ -181,7 +185,7 @@ pub async fn run(
     let pools = pools
         .owns(
             scope.api::<k8s_openapi::api::core::v1::Secret>(&client),
-            config.clone(),
+            owned_secrets.clone(),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -193,7 +197,7 @@ pub async fn run(
     let realms = realms
         .owns(
             scope.api::<k8s_openapi::api::core::v1::Secret>(&client),
-            config.clone(),
+            owned_secrets.clone(),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(

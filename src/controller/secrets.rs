@@ -73,7 +73,7 @@ pub async fn ensure_system_keys<K: Resource<DynamicType = ()>>(
             namespace: Some(namespace.into()),
             owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
             labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".into(),
+                crate::controller::MANAGED_BY.into(),
                 FIELD_MANAGER.into(),
             )])),
             ..Default::default()

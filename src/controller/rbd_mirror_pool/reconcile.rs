@@ -160,7 +160,7 @@ async fn create_tokens(
             namespace: Some(namespace.clone()),
             owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
             labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".into(),
+                crate::controller::MANAGED_BY.into(),
                 FIELD_MANAGER.into(),
             )])),
             ..Default::default()
