@@ -160,18 +160,23 @@ fn snap_ls_gives_the_newest_complete_mirror_snapshot() {
             created: "2026-11-22T20:02:00Z".parse().unwrap(),
             state: "primary".into(),
             complete: true,
+            primary_snap_id: None,
         })
     );
     let copy = last_mirror_snapshot(&fixture!("rbd-snap-ls-all-snapimg-b.json"))
         .unwrap()
         .unwrap();
-    assert_eq!((copy.id, copy.state.as_str()), (9, "non-primary"));
+    assert_eq!(
+        (copy.id, copy.state.as_str(), copy.primary_snap_id),
+        (9, "non-primary", Some(9))
+    );
     let failback = last_mirror_snapshot(&fixture!("rbd-snap-ls-all-ts1-b-after-failback.json"))
         .unwrap()
         .unwrap();
     assert_eq!(
-        (failback.id, failback.created),
-        (33, "2026-11-22T19:55:20Z".parse().unwrap())
+        (failback.id, failback.created, failback.primary_snap_id),
+        (33, "2026-11-22T19:55:20Z".parse().unwrap(), Some(30)),
+        "a received snapshot names the peer's snapshot it mirrors, whose id is the peer's own"
     );
     assert_eq!(last_mirror_snapshot(&CommandOutput::fixture("[]")).unwrap(), None);
 }
