@@ -12,6 +12,7 @@
 //! are deterministic with a frozen clock and cheap at scale (ordered maps, no sleeping).
 
 mod rbd;
+mod rbd_content;
 mod rbd_sync;
 #[cfg(test)]
 mod rbd_tests;
@@ -225,10 +226,10 @@ impl SimulatedCluster {
         self.with_world(|world, site, now| world.image_content_version(site, pool, image, now))
     }
 
-    /// Makes the newest mirror snapshot of the image here hold other bytes than it was taken with (a faulty
-    /// copy, bit rot): what a drill's checksums must catch. Returns the snapshot's id.
+    /// Makes the newest mirror snapshot of the image here (as last observed) hold other bytes than it was
+    /// taken with (a faulty copy, bit rot): what a drill's checksums must catch. Returns the snapshot's id.
     pub fn damage_newest_snapshot(&self, pool: &str, image: &str) -> AgentResult<u64> {
-        self.with_world(|world, site, now| world.damage_newest_snapshot(site, pool, image, now))
+        self.with_world(|world, site, _| world.damage_newest_snapshot(site, pool, image))
     }
 
     /// Starts or stops this site's rbd-mirror daemon (none runs on a new site).

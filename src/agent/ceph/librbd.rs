@@ -33,22 +33,43 @@ type RadosT = *mut c_void;
 type IoCtxT = *mut c_void;
 type ImageT = *mut c_void;
 
-/// The C functions used, resolved once from the loaded libraries.
-struct Api {
-    rados_create2: unsafe extern "C" fn(*mut RadosT, *const c_char, *const c_char, u64) -> c_int,
-    rados_conf_read_file: unsafe extern "C" fn(RadosT, *const c_char) -> c_int,
-    rados_conf_set: unsafe extern "C" fn(RadosT, *const c_char, *const c_char) -> c_int,
-    rados_connect: unsafe extern "C" fn(RadosT) -> c_int,
-    rados_shutdown: unsafe extern "C" fn(RadosT),
-    rados_ioctx_create: unsafe extern "C" fn(RadosT, *const c_char, *mut IoCtxT) -> c_int,
-    rados_ioctx_destroy: unsafe extern "C" fn(IoCtxT),
-    rbd_open_read_only: unsafe extern "C" fn(IoCtxT, *const c_char, *mut ImageT, *const c_char) -> c_int,
-    rbd_close: unsafe extern "C" fn(ImageT) -> c_int,
-    rbd_snap_set_by_id: unsafe extern "C" fn(ImageT, u64) -> c_int,
-    rbd_get_size: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
-    rbd_read: unsafe extern "C" fn(ImageT, u64, usize, *mut c_char) -> isize,
-    /// The function pointers above point into these; they stay loaded for the life of the process.
-    _libraries: [Library; 2],
+/// Declares [`Api`], the C functions used (prototypes from librados.h and librbd.h of Pacific), and
+/// `load`, which resolves each from its library once: one list for both, so they cannot disagree.
+macro_rules! c_api {
+    ($($library:ident = $file:literal { $($name:ident: fn($($arg:ty),*) -> $ret:ty;)* })*) => {
+        struct Api {
+            $($($name: unsafe extern "C" fn($($arg),*) -> $ret,)*)*
+            /// The function pointers above point into these; they stay loaded for the life of the process.
+            _libraries: Vec<Library>,
+        }
+
+        fn load() -> Result<Api, ReadError> {
+            $(let $library = open($file)?;)*
+            Ok(Api {
+                $($($name: symbol(&$library, $file, stringify!($name))?,)*)*
+                _libraries: vec![$($library),*],
+            })
+        }
+    };
+}
+
+c_api! {
+    rados = "librados.so.2" {
+        rados_create2: fn(*mut RadosT, *const c_char, *const c_char, u64) -> c_int;
+        rados_conf_read_file: fn(RadosT, *const c_char) -> c_int;
+        rados_conf_set: fn(RadosT, *const c_char, *const c_char) -> c_int;
+        rados_connect: fn(RadosT) -> c_int;
+        rados_shutdown: fn(RadosT) -> ();
+        rados_ioctx_create: fn(RadosT, *const c_char, *mut IoCtxT) -> c_int;
+        rados_ioctx_destroy: fn(IoCtxT) -> ();
+    }
+    rbd = "librbd.so.1" {
+        rbd_open_read_only: fn(IoCtxT, *const c_char, *mut ImageT, *const c_char) -> c_int;
+        rbd_close: fn(ImageT) -> c_int;
+        rbd_snap_set_by_id: fn(ImageT, u64) -> c_int;
+        rbd_get_size: fn(ImageT, *mut u64) -> c_int;
+        rbd_read: fn(ImageT, u64, usize, *mut c_char) -> isize;
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,42 +178,25 @@ fn api() -> Result<&'static Api, ReadError> {
     API.get_or_init(load).as_ref().map_err(Clone::clone)
 }
 
-fn load() -> Result<Api, ReadError> {
-    let open = |library: &str| {
-        // SAFETY: loading Ceph's client libraries runs their initialisers, which have no preconditions.
-        unsafe { Library::new(library) }.map_err(|error| ReadError::Library {
-            library: library.to_string(),
+fn open(library: &str) -> Result<Library, ReadError> {
+    // SAFETY: loading Ceph's client libraries runs their initialisers, which have no preconditions.
+    unsafe { Library::new(library) }.map_err(|error| ReadError::Library {
+        library: library.to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// The function `name` of `library`, as the C prototype `F` that `c_api!` declares for it.
+fn symbol<F: Copy>(library: &Library, file: &str, name: &str) -> Result<F, ReadError> {
+    let mut symbol = name.as_bytes().to_vec();
+    symbol.push(0);
+    // SAFETY: `F` is the function's prototype in the library's C header (see `c_api!`).
+    unsafe { library.get::<F>(&symbol) }
+        .map(|function| *function)
+        .map_err(|error| ReadError::Library {
+            library: format!("{name} from {file}"),
             message: error.to_string(),
         })
-    };
-    let rados = open("librados.so.2")?;
-    let rbd = open("librbd.so.1")?;
-    macro_rules! symbol {
-        ($library:ident, $name:ident) => {
-            // SAFETY: the type is the function's C prototype in librados.h / librbd.h (Pacific).
-            *unsafe { $library.get(concat!(stringify!($name), "\0").as_bytes()) }.map_err(|error| {
-                ReadError::Library {
-                    library: format!("{} from {}", stringify!($name), stringify!($library)),
-                    message: error.to_string(),
-                }
-            })?
-        };
-    }
-    Ok(Api {
-        rados_create2: symbol!(rados, rados_create2),
-        rados_conf_read_file: symbol!(rados, rados_conf_read_file),
-        rados_conf_set: symbol!(rados, rados_conf_set),
-        rados_connect: symbol!(rados, rados_connect),
-        rados_shutdown: symbol!(rados, rados_shutdown),
-        rados_ioctx_create: symbol!(rados, rados_ioctx_create),
-        rados_ioctx_destroy: symbol!(rados, rados_ioctx_destroy),
-        rbd_open_read_only: symbol!(rbd, rbd_open_read_only),
-        rbd_close: symbol!(rbd, rbd_close),
-        rbd_snap_set_by_id: symbol!(rbd, rbd_snap_set_by_id),
-        rbd_get_size: symbol!(rbd, rbd_get_size),
-        rbd_read: symbol!(rbd, rbd_read),
-        _libraries: [rados, rbd],
-    })
 }
 
 /// A negative errno as an error: `NotFound` for ENOENT, naming `what`.
