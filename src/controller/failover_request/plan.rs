@@ -438,6 +438,7 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
                 Eval::Check(check) => {
                     run.ledger.start(i, ctx.now);
                     run.checks.push(check);
+                    break;
                 }
                 Eval::Emit(steps) => {
                     let was_running = run.ledger.state(i) == StepState::Running;
