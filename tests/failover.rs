@@ -242,12 +242,17 @@ async fn an_operator_restart_mid_failover_resumes_without_repeating_completed_st
     Ok(())
 }
 
+/// A drill of site-b named `name`, once it reached `phase`.
+async fn drill(bed: &Bed, name: &str, phase: FailoverPhase) -> Result<FailoverRequest> {
+    bed.create::<FailoverRequest>(request(name, "drill", "site-b", json!({})))
+        .await?;
+    wait_phase(bed, name, phase).await
+}
+
 #[tokio::test]
 async fn a_drill_proves_the_copy_by_checksum_and_a_damaged_copy_fails_it() -> Result<()> {
     let bed = mirrored("failover").await?;
-    bed.create::<FailoverRequest>(request("drill", "drill", "site-b", json!({})))
-        .await?;
-    let done = wait_phase(&bed, "drill", FailoverPhase::Completed).await?;
+    let done = drill(&bed, "drill", FailoverPhase::Completed).await?;
     let status = done.status.clone().context("status")?;
     let row = status.steps.first().context("verify-copy row")?;
     assert_eq!(
@@ -276,9 +281,7 @@ async fn a_drill_proves_the_copy_by_checksum_and_a_damaged_copy_fails_it() -> Re
     );
 
     bed.b.damage_newest_snapshot(POOL, "db")?;
-    bed.create::<FailoverRequest>(request("drill-again", "drill", "site-b", json!({})))
-        .await?;
-    let failed = wait_phase(&bed, "drill-again", FailoverPhase::Failed).await?;
+    let failed = drill(&bed, "drill-again", FailoverPhase::Failed).await?;
     let held = failed.status.context("status")?.conditions;
     let stalled = conditions::find(&held, conditions::STALLED).context("Stalled")?;
     assert_eq!(

@@ -90,8 +90,7 @@ fn a_copy_that_differs_from_the_primary_snapshot_fails_the_drill_with_copy_misma
 
 #[test]
 fn a_result_for_a_copy_that_moved_on_meanwhile_is_dropped_and_the_newer_copy_checked() {
-    let lab = snapshots();
-    let mut req = Request::new(request(FailoverAction::Drill, B));
+    let (lab, mut req) = (snapshots(), Request::new(request(FailoverAction::Drill, B)));
     let first = lab.plan(&req);
     req.persist(&first);
     let [handed_out] = first.checks.as_slice() else {
