@@ -15,9 +15,9 @@ use cephdr::{
     agent::{
         remote::{RemoteAgent, RemoteAgentConfig, RemoteConnector},
         server::{serve, AgentServer, TlsFiles, Tokens},
-        AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageMirrorMode, ImageMirroring, LocalZone,
-        PeerDirection, Period, PoolMirrorMode, RbdImage, RbdPoolState, RgwRealmState, Sensitive, SourceSync,
-        Step, SyncGroup, SyncShards, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync,
+        AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, ImageMirrorMode, ImageMirroring,
+        LocalZone, PeerDirection, Period, PoolMirrorMode, RbdImage, RbdPoolState, RgwRealmState, Sensitive,
+        SourceSync, Step, SyncGroup, SyncShards, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync,
     },
     api::{
         realm::{SyncFlow, SyncFlowType, SyncGroupStatus},
@@ -97,6 +97,14 @@ impl ClusterAgent for RecordingAgent {
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
         self.record(format!("create_bootstrap_token {pool} {site_name}"))?;
         Ok(Sensitive(format!("token-for-{site_name}-on-{pool}")))
+    }
+
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
+        self.record(format!("image_checksum {pool}/{image}@{snap_id}"))?;
+        Ok(ImageChecksum {
+            size: snap_id << 20,
+            blake3: format!("{pool}-{image}"),
+        })
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {
@@ -332,6 +340,13 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
     let token = remote.create_bootstrap_token("rbd", "site-b").await?;
     assert_eq!(token.expose(), "token-for-site-b-on-rbd");
     assert_eq!(
+        remote.image_checksum("rbd.fast", "db vol", 9).await?,
+        ImageChecksum {
+            size: 9 << 20,
+            blake3: "rbd.fast-db vol".into()
+        }
+    );
+    assert_eq!(
         harness.agent.calls(),
         [
             "cluster_info".to_owned(),
@@ -340,6 +355,7 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
             format!("rgw_sync_policy {realm} us"),
             "rbd_pool rbd.fast".to_owned(),
             "create_bootstrap_token rbd site-b".to_owned(),
+            "image_checksum rbd.fast/db vol@9".to_owned(),
         ]
     );
 

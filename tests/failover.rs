@@ -9,7 +9,7 @@ use cephdr::{
     agent::{ClusterAgent, Step},
     api::{conditions, FailoverPhase, FailoverRequest},
     controller::failover_request::{
-        plan::{BLOCKED, DRY_RUN, RESYNC_REQUIRED},
+        plan::{self, BLOCKED, DRY_RUN, RESYNC_REQUIRED},
         reason,
     },
 };
@@ -238,6 +238,59 @@ async fn an_operator_restart_mid_failover_resumes_without_repeating_completed_st
     assert_eq!(
         (primary(&bed.a).await?, primary(&bed.b).await?),
         (Some(false), Some(true))
+    );
+    Ok(())
+}
+
+/// A drill of site-b named `name`, once it reached `phase`.
+async fn drill(bed: &Bed, name: &str, phase: FailoverPhase) -> Result<FailoverRequest> {
+    bed.create::<FailoverRequest>(request(name, "drill", "site-b", json!({})))
+        .await?;
+    wait_phase(bed, name, phase).await
+}
+
+#[tokio::test]
+async fn a_drill_proves_the_copy_by_checksum_and_a_damaged_copy_fails_it() -> Result<()> {
+    let bed = mirrored("failover").await?;
+    let done = drill(&bed, "drill", FailoverPhase::Completed).await?;
+    let status = done.status.clone().context("status")?;
+    let row = status.steps.first().context("verify-copy row")?;
+    assert_eq!(
+        (row.name.as_str(), row.target.as_str()),
+        ("verify-copy", "rbd/db@site-b")
+    );
+    let message = row.message.clone().unwrap_or_default();
+    assert!(message.starts_with("checksums match: snapshot "), "{message}");
+    assert!(status.check_seconds.is_some(), "{status:#?}");
+    assert!(status.measured_rpo_seconds.is_some(), "{status:#?}");
+    assert!(is_true(&done, conditions::READY));
+    for (site, verb) in [
+        ("site-a", "demote"),
+        ("site-b", "promote"),
+        ("site-b", "force-promote"),
+    ] {
+        assert_eq!(
+            ran(&bed, site, verb),
+            0,
+            "a drill changes nothing: {verb} on {site}"
+        );
+    }
+    assert_eq!(
+        (primary(&bed.a).await?, primary(&bed.b).await?),
+        (Some(true), Some(false))
+    );
+
+    bed.b.damage_newest_snapshot(POOL, "db")?;
+    let failed = drill(&bed, "drill-again", FailoverPhase::Failed).await?;
+    let held = failed.status.context("status")?.conditions;
+    let stalled = conditions::find(&held, conditions::STALLED).context("Stalled")?;
+    assert_eq!(
+        (
+            stalled.reason.as_str(),
+            stalled.message.contains("checksum mismatch for rbd/db")
+        ),
+        (plan::reason::COPY_MISMATCH, true),
+        "{stalled:#?}"
     );
     Ok(())
 }

@@ -1,19 +1,103 @@
-//! FailoverRequests on two real Ceph sites: a planned failover moves the primary to B with every
-//! acknowledged write there; with every daemon of site A killed a planned failover is refused and an
-//! emergency failover force-promotes B and says how much may be lost; failback brings the primary home once
-//! A returns, with what was written on B.
+//! FailoverRequests on two real Ceph sites: a drill proves by checksum that B holds what A wrote, changing
+//! nothing; a planned failover moves the primary to B with every acknowledged write there; with every daemon
+//! of site A killed a planned failover is refused and an emergency failover force-promotes B and says how
+//! much may be lost; failback brings the primary home once A returns, with what was written on B.
 
 use anyhow::{Context as _, Result};
 use cephdr::api::{
     conditions,
     failover_request::{FailoverPhase, StepState},
 };
-use cephdr_e2e::{operator::OperatorStack, process::random_hex};
+use cephdr_e2e::{
+    operator::{wait_until, OperatorStack},
+    process::random_hex,
+    CephSite,
+};
 use serde_json::json;
 use tokio::sync::RwLock;
 
 /// Tests share the two sites; one that takes a site down holds this exclusively.
 static SITES_IN_USE: RwLock<()> = RwLock::const_new(());
+
+/// The newest snapshot id of image `spec` on the site (any namespace; ids only grow), and its image list.
+fn footprint(site: &CephSite, pool: &str, spec: &str) -> Result<(u64, String)> {
+    let snaps: serde_json::Value =
+        serde_json::from_str(&site.rbd(&["snap", "ls", "--all", spec, "--format", "json"])?)?;
+    let newest = snaps
+        .as_array()
+        .context("rbd snap ls lists snapshots")?
+        .iter()
+        .filter_map(|snap| snap["id"].as_u64())
+        .max()
+        .unwrap_or(0);
+    Ok((newest, site.rbd(&["ls", pool])?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drill_proves_by_checksum_that_b_holds_what_a_wrote_and_changes_nothing() -> Result<()> {
+    let _shared = SITES_IN_USE.read().await;
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("drill-e2e").await?;
+    let (a, b) = (&sites.a, &sites.b);
+    let pool = format!("dr{}", random_hex(3)?);
+    let spec = format!("{pool}/db");
+    // No schedule: the only mirror snapshot after the first is the one taken here.
+    stack
+        .mirrored_image(
+            [a, b],
+            "vm-disks",
+            &pool,
+            "db",
+            8,
+            json!({"snapshotSchedules": []}),
+        )
+        .await?;
+    a.write_some(&spec)?;
+    let written = a.image_checksum(&spec)?;
+    a.rbd(&["mirror", "image", "snapshot", &spec])?;
+    wait_until("A's write synced to B", || {
+        Ok((b.image_checksum(&spec)? == written).then_some(()))
+    })
+    .await?;
+    let before = (footprint(a, &pool, &spec)?, footprint(b, &pool, &spec)?);
+
+    let done = stack.failover("drill-b", "drill", "site-b", "vm-disks").await?;
+    let status = done.status.context("status")?;
+    assert_eq!(status.phase, FailoverPhase::Completed, "{status:#?}");
+    let row = status.steps.first().context("verify-copy row")?;
+    let message = row.message.clone().unwrap_or_default();
+    assert!(
+        row.state == StepState::Done && message.starts_with("checksums match") && message.contains(&written),
+        "B's copy and A's snapshot both hash like what A wrote: {row:#?}"
+    );
+    assert!(status.measured_rpo_seconds.is_some(), "{status:#?}");
+    assert!(status.check_seconds.is_some_and(|s| s >= 0.0), "{status:#?}");
+
+    // Nothing changed: no new image or snapshot on either site, A still the only primary.
+    let after = (footprint(a, &pool, &spec)?, footprint(b, &pool, &spec)?);
+    assert!(
+        after.0 .0 <= before.0 .0 && after.1 .0 <= before.1 .0,
+        "no snapshot taken: {before:?} then {after:?}"
+    );
+    assert_eq!(
+        (&after.0 .1, &after.1 .1),
+        (&before.0 .1, &before.1 .1),
+        "no image added"
+    );
+    assert!(a.is_primary(&spec)? && !b.is_primary(&spec)?);
+
+    // A drill of the primary's own copy is refused, saying why.
+    let refused = stack.failover("drill-a", "drill", "site-a", "vm-disks").await?;
+    let refused = refused.status.context("status")?;
+    assert_eq!(refused.phase, FailoverPhase::Failed, "{refused:#?}");
+    let stalled = conditions::find(&refused.conditions, conditions::STALLED).context("Stalled")?;
+    assert!(
+        stalled
+            .message
+            .contains("is primary on site site-a: a drill checks a non-primary copy"),
+        "{stalled:#?}"
+    );
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write() -> Result<()> {

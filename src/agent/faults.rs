@@ -13,8 +13,8 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    AgentError, AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step,
-    SyncGroup, ZoneSync,
+    AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
+    Sensitive, Step, SyncGroup, ZoneSync,
 };
 
 pub struct FaultyAgent<A: ?Sized> {
@@ -142,6 +142,11 @@ impl<A: ClusterAgent + ?Sized> ClusterAgent for FaultyAgent<A> {
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
         self.before_call(None).await?;
         self.inner.create_bootstrap_token(pool, site_name).await
+    }
+
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
+        self.before_call(None).await?;
+        self.inner.image_checksum(pool, image, snap_id).await
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

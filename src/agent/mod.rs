@@ -38,6 +38,9 @@ pub trait ClusterAgent: Send + Sync {
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState>;
     /// Creates a peer bootstrap token for `pool` (`rbd mirror pool peer bootstrap create`).
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>>;
+    /// The size and BLAKE3 of image `pool/image` as of its snapshot `snap_id` (mirror snapshots included),
+    /// read in bounded memory without writing anything. NotFound when the image or the snapshot is gone.
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum>;
     /// Runs one idempotent change.
     async fn execute(&self, step: &Step) -> AgentResult<()>;
 }
@@ -269,6 +272,20 @@ pub struct MirrorSnapshot {
     /// `primary`, `demoted`, `non-primary` (a copy received from the peer).
     pub state: String,
     pub complete: bool,
+    /// For a copy received from the peer (a `.mirror.non_primary.*` snapshot): the id of the peer's
+    /// snapshot it mirrors, in the peer's image.
+    #[serde(default)]
+    pub primary_snap_id: Option<u64>,
+}
+
+/// What one image holds as of one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageChecksum {
+    /// Bytes: the image's size at the snapshot.
+    pub size: u64,
+    /// BLAKE3 of those bytes, hex.
+    pub blake3: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -649,6 +666,7 @@ mod tests {
             created: at(10),
             state: state.into(),
             complete,
+            primary_snap_id: None,
         };
         let replay = |last_synced| ReplayStatus {
             state: "replaying".into(),

@@ -39,8 +39,8 @@ use tracing::{debug, info_span, Instrument};
 
 use super::{
     server::{BootstrapTokenRequest, BootstrapTokenResponse},
-    AgentError, AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step,
-    SyncGroup, ZoneSync,
+    AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
+    Sensitive, Step, SyncGroup, ZoneSync,
 };
 use crate::{
     api::{common::SecretKeyRef, site::AgentEndpoint, CephSite},
@@ -52,6 +52,10 @@ use crate::{
 /// `timeoutSeconds` when the `CephSite` leaves it out.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ATTEMPTS: u32 = 3;
+/// A checksum reads a whole image at the agent, which takes far longer than any other call: it gets this
+/// much (or `timeoutSeconds` when longer) and one attempt, since a retry would read everything again and
+/// the failover controller asks again on its next reconcile anyway.
+pub const CHECKSUM_TIMEOUT: Duration = Duration::from_secs(3600);
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Pool states of thousands of images are a few megabytes; anything far larger is not an agent talking.
 const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
@@ -161,9 +165,26 @@ impl RemoteAgent {
 
     /// One call with its span, retries and metric; the answer's body on success.
     async fn call(&self, op: &'static str, method: Method, path: &str, body: Bytes) -> AgentResult<Bytes> {
+        self.call_bounded(op, method, path, body, self.timeout, MAX_ATTEMPTS)
+            .await
+    }
+
+    /// [`call`](Self::call) with each attempt bounded by `timeout`, at most `attempts` of them.
+    async fn call_bounded(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+        attempts: u32,
+    ) -> AgentResult<Bytes> {
         let started = Instant::now();
         let span = info_span!("agent_call", site = %self.site, op);
-        let result = self.call_with_retries(&method, path, body).instrument(span).await;
+        let result = self
+            .call_with_retries(&method, path, body, timeout, attempts)
+            .instrument(span)
+            .await;
         if let Some(metrics) = &self.metrics {
             let outcome = result.as_ref().map_or_else(AgentError::reason, |_| "ok");
             metrics.agent_request(&self.site, op, outcome, started.elapsed().as_secs_f64());
@@ -171,12 +192,19 @@ impl RemoteAgent {
         result
     }
 
-    async fn call_with_retries(&self, method: &Method, path: &str, body: Bytes) -> AgentResult<Bytes> {
+    async fn call_with_retries(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+        attempts: u32,
+    ) -> AgentResult<Bytes> {
         let mut attempt = 1;
         loop {
-            match self.attempt(method, path, body.clone()).await {
+            match self.attempt(method, path, body.clone(), timeout).await {
                 Ok(answer) => return Ok(answer),
-                Err(failed) if failed.retryable && attempt < MAX_ATTEMPTS => {
+                Err(failed) if failed.retryable && attempt < attempts => {
                     let delay = backoff(attempt);
                     debug!(attempt, ?delay, error = %failed.error, "agent call failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -187,7 +215,13 @@ impl RemoteAgent {
         }
     }
 
-    async fn attempt(&self, method: &Method, path: &str, body: Bytes) -> Result<Bytes, Failed> {
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, Failed> {
         let url = format!("{}{path}", self.base_url);
         let request = Request::builder()
             .method(method.clone())
@@ -209,7 +243,7 @@ impl RemoteAgent {
                 .map_err(|e| format!("reading the answer: {}", error_chain(e.as_ref())))?;
             Ok::<_, String>((status, body.to_bytes()))
         };
-        let (status, body) = match tokio::time::timeout(self.timeout, exchange).await {
+        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(cause)) => {
                 return Err(Failed {
@@ -218,7 +252,7 @@ impl RemoteAgent {
                 })
             }
             Err(_) => {
-                let cause = format!("no answer within {:?}", self.timeout);
+                let cause = format!("no answer within {timeout:?}");
                 return Err(Failed {
                     error: self.unreachable(&url, cause),
                     retryable: true,
@@ -339,6 +373,19 @@ impl ClusterAgent for RemoteAgent {
         };
         let response: BootstrapTokenResponse = self.post("create-bootstrap-token", path, &request).await?;
         Ok(response.token)
+    }
+
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
+        let path = format!(
+            "/v1/rbd/pools/{}/images/{}/snapshots/{snap_id}/checksum",
+            segment(pool),
+            segment(image)
+        );
+        let timeout = self.timeout.max(CHECKSUM_TIMEOUT);
+        let body = self
+            .call_bounded("image-checksum", Method::GET, &path, Bytes::new(), timeout, 1)
+            .await?;
+        self.decode(&Method::GET, &path, &body)
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

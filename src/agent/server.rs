@@ -10,6 +10,7 @@
 //! | `GET  /v1/rgw/realms/{realm}/zonegroups/{zg}/sync-policy`      | `rgw_sync_policy`          |
 //! | `GET  /v1/rbd/pools/{pool}`                                    | `rbd_pool`                 |
 //! | `POST /v1/rbd/pools/{pool}/bootstrap-token` `{"siteName"}`     | `create_bootstrap_token`   |
+//! | `GET  /v1/rbd/pools/{pool}/images/{image}/snapshots/{id}/checksum` | `image_checksum`       |
 //! | `POST /v1/steps` with a [`Step`]; 204 on success               | `execute`                  |
 //!
 //! Every `/v1` route needs `Authorization: Bearer <token>`; without a valid one the answer is 401 and the
@@ -46,7 +47,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::{
-    AgentError, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step, SyncGroup, ZoneSync,
+    AgentError, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState, Sensitive, Step,
+    SyncGroup, ZoneSync,
 };
 
 /// Steps are small; a megabyte leaves room for large sync policies while bounding what one request buffers.
@@ -344,6 +346,10 @@ fn router(agent: Arc<dyn ClusterAgent>, tokens: Arc<Tokens>) -> Router {
         )
         .route("/rbd/pools/{pool}", get(rbd_pool))
         .route("/rbd/pools/{pool}/bootstrap-token", post(create_bootstrap_token))
+        .route(
+            "/rbd/pools/{pool}/images/{image}/snapshots/{snap_id}/checksum",
+            get(image_checksum),
+        )
         .route("/steps", post(execute))
         .route_layer(middleware::from_fn_with_state(tokens, authenticate))
         .with_state(agent);
@@ -494,6 +500,13 @@ async fn create_bootstrap_token(
 ) -> ApiResult<Json<BootstrapTokenResponse>> {
     let token = agent.create_bootstrap_token(&pool, &request.site_name).await?;
     Ok(Json(BootstrapTokenResponse { token }))
+}
+
+async fn image_checksum(
+    State(agent): Agent,
+    UrlPath((pool, image, snap_id)): UrlPath<(String, String, u64)>,
+) -> ApiResult<Json<ImageChecksum>> {
+    Ok(Json(agent.image_checksum(&pool, &image, snap_id).await?))
 }
 
 async fn execute(State(agent): Agent, Json(step): Json<Step>) -> ApiResult<StatusCode> {

@@ -12,6 +12,7 @@
 //! are deterministic with a frozen clock and cheap at scale (ordered maps, no sleeping).
 
 mod rbd;
+mod rbd_content;
 mod rbd_sync;
 #[cfg(test)]
 mod rbd_tests;
@@ -33,8 +34,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{
     split::{RbdStep, RgwStep, Split},
-    AgentError, AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step,
-    SyncGroup, ZoneSync,
+    AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
+    Sensitive, Step, SyncGroup, ZoneSync,
 };
 
 /// The time the simulation runs on: real time (the default) or a frozen instant, either shifted by `advance`.
@@ -225,6 +226,12 @@ impl SimulatedCluster {
         self.with_world(|world, site, now| world.image_content_version(site, pool, image, now))
     }
 
+    /// Makes the newest mirror snapshot of the image here (as last observed) hold other bytes than it was
+    /// taken with (a faulty copy, bit rot): what a drill's checksums must catch. Returns the snapshot's id.
+    pub fn damage_newest_snapshot(&self, pool: &str, image: &str) -> AgentResult<u64> {
+        self.with_world(|world, site, _| world.damage_newest_snapshot(site, pool, image))
+    }
+
     /// Starts or stops this site's rbd-mirror daemon (none runs on a new site).
     pub fn set_rbd_mirror_running(&self, running: bool) -> AgentResult<()> {
         self.with_world(|world, site, _| {
@@ -284,6 +291,10 @@ impl ClusterAgent for SimulatedCluster {
 
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
         self.with_world(|world, site, _| world.create_bootstrap_token(site, pool, site_name))
+    }
+
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
+        self.with_world(|world, site, now| world.image_checksum(site, pool, image, snap_id, now))
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

@@ -133,6 +133,9 @@ pub struct FailoverRequestStatus {
     pub data_loss_window_seconds: Option<u64>,
     /// Drill: the measured recovery point (age of the snapshot the copy was checked at).
     pub measured_rpo_seconds: Option<u64>,
+    /// Drill: seconds the copy checks took, from the first read to the last comparison (each reads the
+    /// copy on the target and the snapshot it mirrors on the other site, and compares their checksums).
+    pub check_seconds: Option<f64>,
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

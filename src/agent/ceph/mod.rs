@@ -6,7 +6,9 @@
 //! Concurrent calls are safe when the client conf gives each CLI process its own admin socket
 //! (`admin_socket = $run_dir/$name.$pid.asok` in `[client]`); with one shared path they collide.
 
+mod checksum;
 mod command;
+mod librbd;
 mod parse;
 mod rbd;
 mod rgw;
@@ -20,8 +22,8 @@ use tracing::Instrument;
 use self::command::{CephCommand, CommandOutput, Target};
 use super::{
     split::{RbdStep, RgwStep, Split},
-    AgentResult, ClusterAgent, ClusterInfo, RbdPoolState, RgwRealmState, Sensitive, Step, SyncGroup,
-    ZoneSync,
+    AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState, Sensitive, Step,
+    SyncGroup, ZoneSync,
 };
 
 /// How long one CLI run may take before it is killed: long enough for a period commit forwarded to a
@@ -191,6 +193,11 @@ impl ClusterAgent for CephCli {
             .arg(format!("--site-name={site_name}"))
             .arg(pool);
         Ok(Sensitive(self.run(command).await?.stdout.trim().to_string()))
+    }
+
+    async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
+        let span = tracing::info_span!("image_checksum", site = %self.site(), pool, image, snap_id);
+        self.read_checksum(pool, image, snap_id).instrument(span).await
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

@@ -119,6 +119,8 @@ pub(super) struct Point {
     pub(super) created: Timestamp,
     pub(super) origin: Origin,
     pub(super) content_version: u64,
+    /// Set by a test: the snapshot's bytes differ from the content it was taken with (a faulty copy).
+    pub(super) damaged: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +190,7 @@ pub(super) fn new_point(
         created,
         origin,
         content_version,
+        damaged: false,
     }
 }
 

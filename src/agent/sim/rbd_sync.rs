@@ -6,7 +6,6 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    not_found,
     rbd::{new_point, parse_interval, receives, Image, Mirroring, Origin, Peer, Point, PointRef, Pool},
     ClusterState, IdGen, WorldState,
 };
@@ -80,11 +79,7 @@ impl WorldState {
         now: Timestamp,
     ) -> AgentResult<u64> {
         self.sync_image(site, pool, image, now);
-        let pool_state = self.cluster(site)?.rbd.pools.get(pool);
-        pool_state
-            .and_then(|pool_state| pool_state.images.get(image))
-            .map(|image| image.content_version)
-            .ok_or_else(|| not_found(site, format!("image {pool}/{image}")))
+        Ok(self.image(site, pool, image)?.content_version)
     }
 
     pub(super) fn sync_image(&mut self, site: &str, pool: &str, image: &str, now: Timestamp) {
@@ -537,12 +532,17 @@ fn last_mirror_snapshot(image: &Image) -> Option<MirrorSnapshot> {
         Origin::Copy { demoted: true, .. } => ("non_primary", "demoted"),
         Origin::Copy { .. } => ("non_primary", "non-primary"),
     };
+    let primary_snap_id = match &point.origin {
+        Origin::Copy { from, .. } => Some(from.id),
+        Origin::Primary | Origin::Demoted => None,
+    };
     Some(MirrorSnapshot {
         id: point.id,
         name: format!(".mirror.{kind}.{}.{}", image.global_id, point.uuid),
         created: point.created,
         state: state.into(),
         complete: true,
+        primary_snap_id,
     })
 }
 

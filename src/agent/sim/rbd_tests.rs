@@ -492,3 +492,36 @@ async fn ten_thousand_images_replicate_in_one_observation() {
         .as_ref()
         .is_some_and(|replay| replay.state == "replaying")));
 }
+
+#[tokio::test]
+async fn a_received_snapshot_checksums_like_the_primary_snapshot_it_mirrors_until_damaged() {
+    let sites = replicated(ImageMirrorMode::Snapshot).await;
+    let copy = image(&sites.b).await.unwrap().last_mirror_snapshot.unwrap();
+    let mirrored = copy
+        .primary_snap_id
+        .expect("a received snapshot names the one it mirrors");
+    let source = sites.a.image_checksum(POOL, IMAGE, mirrored).await.unwrap();
+    assert_eq!(
+        sites.b.image_checksum(POOL, IMAGE, copy.id).await.unwrap(),
+        source
+    );
+
+    sites.a.write_image(POOL, IMAGE).unwrap();
+    sites.a.execute(&snapshot()).await.unwrap();
+    let newer = image(&sites.a).await.unwrap().last_mirror_snapshot.unwrap();
+    assert_ne!(
+        sites.a.image_checksum(POOL, IMAGE, newer.id).await.unwrap(),
+        source,
+        "a write changes what the next snapshot holds"
+    );
+
+    assert_eq!(sites.b.damage_newest_snapshot(POOL, IMAGE).unwrap(), copy.id);
+    assert_ne!(
+        sites.b.image_checksum(POOL, IMAGE, copy.id).await.unwrap(),
+        source
+    );
+    assert!(matches!(
+        sites.b.image_checksum(POOL, IMAGE, 999).await,
+        Err(AgentError::NotFound { .. })
+    ));
+}

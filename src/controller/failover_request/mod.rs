@@ -1,6 +1,7 @@
 //! `FailoverRequest`: planned failover, emergency failover, failback, resync and drill.
 
 mod announce;
+pub mod check;
 mod gate;
 mod ledger;
 pub mod plan;

@@ -17,8 +17,9 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::{
+    check::{CheckedCopy, CopyCheck},
     gate::gate,
-    ledger::{Chain, Entry, Ledger, Subject, Target},
+    ledger::{Chain, Entry, Ledger, Subject, Target, Task},
     rbd,
     report::{conclude, unchanged},
     rgw,
@@ -45,6 +46,8 @@ pub const SITE_UNREACHABLE: &str = "SiteUnreachable";
 pub mod reason {
     pub const PREFLIGHT_FAILED: &str = "PreflightFailed";
     pub const STEP_FAILED: &str = "StepFailed";
+    /// A drill read the copy and the snapshot it mirrors, and their checksums differ.
+    pub const COPY_MISMATCH: &str = "CopyMismatch";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     pub const INVALID_STATUS: &str = "InvalidStatus";
     pub const DRY_RUN: &str = "DryRun";
@@ -103,6 +106,8 @@ pub struct Observed {
     pub realms: Vec<ObservedRealm>,
     /// Names of other FailoverRequests that are running on any of the same targets and started earlier.
     pub blocking_requests: Vec<String>,
+    /// Results of the copy checks the previous call handed out (read after it was persisted).
+    pub checked_copies: Vec<CheckedCopy>,
 }
 
 impl Observed {
@@ -134,6 +139,8 @@ pub struct Transition {
     /// Dependent steps (RGW: `ModifyZone` takes effect only with the `CommitPeriod` after it): run one after
     /// another, in order, once every step of `steps` succeeded; stop at the first failure.
     pub then: Vec<SiteStep>,
+    /// Drill: copies to read and compare (nothing changes), then plan again with the results.
+    pub checks: Vec<CopyCheck>,
     pub requeue: Duration,
 }
 
@@ -146,22 +153,12 @@ pub fn next(
     let ctx = Ctx { spec, observed, now };
     match Ledger::parse(&status.steps) {
         Ok(ledger) => {
-            let mut run = Run {
-                status: status.clone(),
-                ledger,
-                steps: Vec::new(),
-                then: Vec::new(),
-            };
+            let mut run = Run::new(status, ledger);
             let outcome = drive(&ctx, &mut run);
             conclude(&ctx, run, outcome)
         }
         Err(message) if !status.phase.is_terminal() => {
-            let run = Run {
-                status: status.clone(),
-                ledger: Ledger::build(Vec::new()),
-                steps: Vec::new(),
-                then: Vec::new(),
-            };
+            let run = Run::new(status, Ledger::build(Vec::new()));
             let mut transition = conclude(
                 &ctx,
                 run,
@@ -179,10 +176,11 @@ pub fn concurrency(spec: &FailoverRequestSpec) -> usize {
     spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize
 }
 
-/// Whether the action needs the site that is not the target: emergency and drill work on the target
-/// alone (the other site may be gone, which is the point of an emergency).
+/// Whether the action needs the site that is not the target: an emergency works on the target alone (the
+/// other site may be gone, which is the point of it); a drill reads the snapshots there that the target's
+/// copies mirror.
 fn needs_peer(action: FailoverAction) -> bool {
-    !matches!(action, FailoverAction::Emergency | FailoverAction::Drill)
+    action != FailoverAction::Emergency
 }
 
 /// Whether the request touches `site` at all. The reconciler asks no other site: one whose cluster is down
@@ -228,6 +226,12 @@ pub(super) enum Eval {
     Fail(String),
     /// The task does not apply to this subject (skipped with this message).
     NotApplicable(String),
+    /// Read and compare these snapshots (a drill), then evaluate again with the result.
+    Check(CopyCheck),
+    /// A check found the task's effect there: done, with this message.
+    Confirmed(String),
+    /// A check found the sites disagree: the request fails with reason `CopyMismatch`.
+    Mismatch(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -264,6 +268,19 @@ pub(super) struct Run {
     pub ledger: Ledger,
     pub steps: Vec<SiteStep>,
     pub then: Vec<SiteStep>,
+    pub checks: Vec<CopyCheck>,
+}
+
+impl Run {
+    fn new(status: &FailoverRequestStatus, ledger: Ledger) -> Run {
+        Run {
+            status: status.clone(),
+            ledger,
+            steps: Vec::new(),
+            then: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
 }
 
 /// Where one call ends.
@@ -413,14 +430,15 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
                     waits.push(message);
                     break;
                 }
-                Eval::Fail(message) => {
-                    let row = &run.ledger.rows()[i];
-                    let failure = Failure::new(
-                        reason::STEP_FAILED,
-                        format!("{} {}: {message}", row.name, row.target),
-                    );
-                    run.ledger.settle(i, StepState::Failed, ctx.now, Some(message));
-                    return Some(Outcome::Failed(failure));
+                Eval::Confirmed(message) => run.ledger.settle(i, StepState::Done, ctx.now, Some(message)),
+                Eval::Fail(message) => return Some(fail_row(ctx, run, i, reason::STEP_FAILED, message)),
+                Eval::Mismatch(message) => {
+                    return Some(fail_row(ctx, run, i, reason::COPY_MISMATCH, message))
+                }
+                Eval::Check(check) => {
+                    run.ledger.start(i, ctx.now);
+                    run.checks.push(check);
+                    break;
                 }
                 Eval::Emit(steps) => {
                     let was_running = run.ledger.state(i) == StepState::Running;
@@ -468,6 +486,9 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
     if emitted > 0 {
         parts.push(format!("running {emitted} step(s)"));
     }
+    if !run.checks.is_empty() {
+        parts.push(format!("checking {} copy(ies) by checksum", run.checks.len()));
+    }
     if queued > 0 {
         parts.push(format!("{queued} queued behind concurrency {concurrency}"));
     }
@@ -483,7 +504,30 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
     })
 }
 
-/// Every subject must end where the request wants it; a drill also reports its measured RPO.
+/// Fails row `i` and the request with `reason`, naming the row.
+fn fail_row(ctx: &Ctx, run: &mut Run, i: usize, reason: &'static str, message: String) -> Outcome {
+    let row = &run.ledger.rows()[i];
+    let failure = Failure::new(reason, format!("{} {}: {message}", row.name, row.target));
+    run.ledger.settle(i, StepState::Failed, ctx.now, Some(message));
+    Outcome::Failed(failure)
+}
+
+/// Drill: seconds from handing out the first copy check to the last result.
+fn check_seconds(ledger: &Ledger) -> Option<f64> {
+    let rows = ledger
+        .entries()
+        .iter()
+        .zip(ledger.rows())
+        .filter(|(entry, row)| entry.task == Task::VerifyCopy && row.state == StepState::Done);
+    let (started, finished): (Vec<_>, Vec<_>) = rows
+        .filter_map(|(_, row)| Some((row.started_at.as_ref()?.0, row.finished_at.as_ref()?.0)))
+        .unzip();
+    let (first, last) = (started.into_iter().min()?, finished.into_iter().max()?);
+    Some(last.duration_since(first).as_secs_f64().max(0.0))
+}
+
+/// Every subject must end where the request wants it; a drill also reports its measured RPO and how long
+/// its copy checks took.
 fn verify(ctx: &Ctx, run: &mut Run) -> Outcome {
     let mut subjects: Vec<Subject> = Vec::new();
     for entry in run.ledger.entries() {
@@ -497,6 +541,7 @@ fn verify(ctx: &Ctx, run: &mut Run) -> Outcome {
             Subject::Realm(realm) => rgw::sync_lag(ctx, realm),
         });
         run.status.measured_rpo_seconds = ages.max();
+        run.status.check_seconds = check_seconds(&run.ledger);
         return Outcome::Completed;
     }
     let problems: Vec<String> = subjects

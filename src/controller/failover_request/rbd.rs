@@ -7,10 +7,11 @@
 //!   (demote it if still primary, resync, a mirror snapshot on S, wait until T is in sync), then the same
 //!   handover S → T;
 //! - resync: the recovery of S's stale copy from T;
-//! - emergency: force-promote on T; drill: check T's copy.
+//! - emergency: force-promote on T; drill: check T's copy against S's snapshot by checksum (`drill`).
 //!
 //! What the sites must show for each task is read by `evidence`.
 
+mod drill;
 mod evidence;
 
 use k8s_openapi::jiff::Timestamp;
@@ -414,11 +415,18 @@ pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
             _ if mode == ImageMirrorMode::Journal => {
                 Eval::NotApplicable("journal mirroring keeps no snapshots to check".to_string())
             }
-            (None, Seen::Image(copy)) if is_primary(copy) => Eval::Fail(format!(
-                "image {label} is primary on site {site}: a drill checks a non-primary copy"
-            )),
-            (None, Seen::Image(copy)) if newest_copy(copy).is_some() => Eval::Satisfied,
-            _ => Eval::Fail(format!("site {site} has no complete mirror snapshot of {label}")),
+            (_, Seen::Image(copy)) => {
+                let sides = drill::Sides {
+                    pool: &pool,
+                    image: &image,
+                    site,
+                    copy,
+                    other,
+                    source: there,
+                };
+                drill::verify_copy(ctx, sides, since)
+            }
+            _ => Eval::Wait(format!("waiting for site {site} to answer")),
         },
         Task::PullPeriod | Task::ModifyZone | Task::CommitPeriod | Task::CheckZoneSync => {
             Eval::Fail(format!("{} is not an image task", task.name()))

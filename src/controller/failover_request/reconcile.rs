@@ -1,5 +1,6 @@
 //! `FailoverRequest` effects: read the request fresh, observe the pools and realms it targets through the
-//! sites' agents, let `plan::next` decide, persist the new status, and only then run the handed-out steps.
+//! sites' agents, let `plan::next` decide, persist the new status, and only then run the handed-out steps
+//! and a drill's copy checks (whose results are planned on at once).
 //! Deciding is left to `plan`; `announce` turns status changes into Events and metrics.
 //!
 //! What a decision rests on is read from the API server, not from the caches: right after a start a
@@ -7,7 +8,7 @@
 //! failover or let two run at once. (Waiting for another controller's cache to fill is no way out: that
 //! wait can miss its wake-up when the other controller waits on it too.)
 
-use std::{slice, sync::Arc};
+use std::{slice, sync::Arc, time::Instant};
 
 use futures::{future, stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
@@ -20,6 +21,7 @@ use tracing::{debug, instrument};
 
 use super::{
     announce::{announce, blocking_requests},
+    check::{CheckedCopy, CopyCheck},
     plan::{self, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition},
 };
 use crate::{
@@ -58,6 +60,7 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
             pools: Vec::new(),
             realms: Vec::new(),
             blocking_requests: blocking.clone(),
+            checked_copies: Vec::new(),
         },
         false => observe(&request, &ctx, blocking.clone()).await?,
     };
@@ -66,15 +69,17 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
     persist(&api, &request, &ctx, &before, &transition).await?;
 
     let failures = execute(&ctx, &namespace, &request, &transition).await?;
-    let transition = if failures.iter().all(|(_, error)| error.is_transient()) {
+    let checked_copies = check_copies(&ctx, &namespace, &request, &transition.checks).await?;
+    let transition = if failures.iter().all(|(_, error)| error.is_transient()) && checked_copies.is_empty() {
         transition
     } else {
-        // Ceph refused a step: plan again on what the sites show now, with the refusal, so the status
-        // names the step at once.
+        // Ceph refused a step, or copies were checked: plan again on what the sites show now, with the
+        // refusal or the checksums, so the status says so at once.
         let mut observed = observe(&request, &ctx, blocking).await?;
         for (site, error) in &failures {
             observed.record_step_failure(site, error);
         }
+        observed.checked_copies = checked_copies;
         let after = plan::next(&request.spec, &transition.status, &observed, Timestamp::now());
         persist(&api, &request, &ctx, &transition.status, &after).await?;
         after
@@ -135,6 +140,42 @@ async fn execute(
         }
     }
     Ok(failures)
+}
+
+/// Runs the checks, at most `concurrency` at a time.
+async fn check_copies(
+    ctx: &Context,
+    namespace: &str,
+    request: &FailoverRequest,
+    checks: &[CopyCheck],
+) -> Result<Vec<CheckedCopy>> {
+    let runs: Vec<_> = checks
+        .iter()
+        .map(|check| check_copy(ctx, namespace, check))
+        .collect();
+    let results: Vec<Result<CheckedCopy>> = stream::iter(runs)
+        .buffer_unordered(plan::concurrency(&request.spec))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Reads both snapshots of a check at once, timed.
+async fn check_copy(ctx: &Context, namespace: &str, check: &CopyCheck) -> Result<CheckedCopy> {
+    let copy_agent = ctx.agent(namespace, &check.copy.site).await?;
+    let source_agent = ctx.agent(namespace, &check.source.site).await?;
+    let started = Instant::now();
+    let (copy, source) = tokio::join!(
+        copy_agent.image_checksum(&check.pool, &check.image, check.copy.snap_id),
+        source_agent.image_checksum(&check.pool, &check.image, check.source.snap_id),
+    );
+    debug!(pool = %check.pool, image = %check.image, ?copy, ?source, "copy checked");
+    Ok(CheckedCopy {
+        check: check.clone(),
+        copy,
+        source,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn record(result: Result<()>, failures: &mut Vec<(String, AgentError)>) -> Result<()> {
@@ -224,5 +265,6 @@ async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>
         pools,
         realms,
         blocking_requests: blocking,
+        checked_copies: Vec::new(),
     })
 }

@@ -28,6 +28,7 @@ pub(super) fn unchanged(status: &FailoverRequestStatus) -> Transition {
         status: status.clone(),
         steps: Vec::new(),
         then: Vec::new(),
+        checks: Vec::new(),
         requeue: REQUEUE_IDLE,
     }
 }
@@ -39,6 +40,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
         mut ledger,
         steps,
         then,
+        checks,
     } = run;
     if matches!(outcome, Outcome::Unchanged) {
         return unchanged(&status);
@@ -66,7 +68,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
             (desired, REQUEUE_BLOCKED)
         }
         Outcome::Working { message } => {
-            let requeue = if steps.is_empty() && then.is_empty() {
+            let requeue = if steps.is_empty() && then.is_empty() && checks.is_empty() {
                 REQUEUE_WAITING
             } else {
                 REQUEUE_AFTER_STEPS
@@ -131,7 +133,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
                     .as_ref()
                     .map(|t| now.duration_since(t.0).as_secs_f64());
             }
-            let message = completion_message(ctx, &status);
+            let message = completion_message(ctx, &status, &ledger);
             desired.push(condition(
                 conditions::READY,
                 true,
@@ -169,6 +171,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
         status,
         steps,
         then,
+        checks,
         requeue,
     }
 }
@@ -181,7 +184,7 @@ fn running_conditions(reason: &str, message: &str) -> Vec<Condition> {
     ]
 }
 
-fn completion_message(ctx: &Ctx, status: &FailoverRequestStatus) -> String {
+fn completion_message(ctx: &Ctx, status: &FailoverRequestStatus, ledger: &Ledger) -> String {
     let target = ctx.target();
     if ctx.spec.dry_run {
         return "dry run: nothing was changed".to_string();
@@ -195,10 +198,23 @@ fn completion_message(ctx: &Ctx, status: &FailoverRequestStatus) -> String {
         FailoverAction::Emergency => format!("emergency failover to site {target} completed{rto}"),
         FailoverAction::Failback => format!("failback to site {target} completed{rto}"),
         FailoverAction::Resync => format!("resync from site {target} completed{rto}"),
-        FailoverAction::Drill => match status.measured_rpo_seconds {
-            Some(rpo) => format!("drill on site {target} completed: measured RPO {rpo} s"),
-            None => format!("drill on site {target} completed"),
-        },
+        FailoverAction::Drill => {
+            let matched = (0..ledger.entries().len())
+                .filter(|&i| ledger.entry(i).task == Task::VerifyCopy && ledger.state(i) == StepState::Done)
+                .count();
+            let checked = match (matched, status.check_seconds) {
+                (0, _) => String::new(),
+                (n, Some(seconds)) => {
+                    format!(": {n} image copy(ies) match their primary snapshot by checksum ({seconds:.1} s)")
+                }
+                (n, None) => format!(": {n} image copy(ies) match their primary snapshot by checksum"),
+            };
+            let rpo = status
+                .measured_rpo_seconds
+                .map(|rpo| format!("; measured RPO {rpo} s"))
+                .unwrap_or_default();
+            format!("drill on site {target} completed{checked}{rpo}")
+        }
     }
 }
 

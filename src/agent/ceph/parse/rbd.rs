@@ -160,6 +160,11 @@ pub(in crate::agent::ceph) fn image_mirroring(out: &CommandOutput) -> AgentResul
 pub(in crate::agent::ceph) fn last_mirror_snapshot(
     out: &CommandOutput,
 ) -> AgentResult<Option<MirrorSnapshot>> {
+    Ok(mirror_snapshots(out)?.into_iter().rfind(|snap| snap.complete))
+}
+
+/// `rbd snap ls --all --format json`: the mirror snapshots, complete or not, oldest first.
+pub(in crate::agent::ceph) fn mirror_snapshots(out: &CommandOutput) -> AgentResult<Vec<MirrorSnapshot>> {
     #[derive(Deserialize)]
     struct Raw {
         id: u64,
@@ -174,23 +179,28 @@ pub(in crate::agent::ceph) fn last_mirror_snapshot(
         state: Option<String>,
         #[serde(default)]
         complete: bool,
+        /// Only on snapshots received from the peer.
+        primary_snap_id: Option<u64>,
     }
-    let snapshots: Vec<Raw> = json(out)?;
-    let newest = snapshots
+    let mut snapshots: Vec<Raw> = json(out)?;
+    snapshots.retain(|snap| snap.namespace.kind == "mirror");
+    snapshots.sort_by_key(|snap| snap.id);
+    snapshots
         .into_iter()
-        .filter(|snap| snap.namespace.kind == "mirror" && snap.namespace.complete)
-        .max_by_key(|snap| snap.id);
-    let Some(snap) = newest else { return Ok(None) };
-    Ok(Some(MirrorSnapshot {
-        id: snap.id,
-        created: from_ctime(out, &snap.timestamp)?,
-        name: snap.name,
-        state: snap
-            .namespace
-            .state
-            .ok_or_else(|| out.parse_error("a mirror snapshot has no state"))?,
-        complete: true,
-    }))
+        .map(|snap| {
+            Ok(MirrorSnapshot {
+                id: snap.id,
+                created: from_ctime(out, &snap.timestamp)?,
+                name: snap.name,
+                state: snap
+                    .namespace
+                    .state
+                    .ok_or_else(|| out.parse_error("a mirror snapshot has no state"))?,
+                complete: snap.namespace.complete,
+                primary_snap_id: snap.namespace.primary_snap_id,
+            })
+        })
+        .collect()
 }
 
 /// `rbd mirror snapshot schedule ls --pool P --recursive --format json`.

@@ -150,6 +150,32 @@ fn rbd_info_gives_image_mirroring() {
 }
 
 #[test]
+fn snap_ls_lists_every_mirror_snapshot_with_the_one_under_sync() {
+    // Site B while rbd-mirror copies primary snapshot 12: the copy of 9 is complete, the one of 12 not yet.
+    let out = CommandOutput::fixture(
+        r#"[
+        {"id": 4, "name": "golden", "size": 8, "protected": "false", "timestamp": "Tue Dec  1 17:15:03 2026",
+         "namespace": {"type": "user"}},
+        {"id": 7, "name": ".mirror.non_primary.g.1", "size": 8, "protected": "false",
+         "timestamp": "Tue Dec  1 17:15:03 2026",
+         "namespace": {"type": "mirror", "state": "non-primary", "mirror_peer_uuids": [], "complete": true,
+                       "primary_mirror_uuid": "p", "primary_snap_id": 9, "last_copied_object_number": 2}},
+        {"id": 8, "name": ".mirror.non_primary.g.2", "size": 8, "protected": "false",
+         "timestamp": "Tue Dec  1 17:16:03 2026",
+         "namespace": {"type": "mirror", "state": "non-primary", "mirror_peer_uuids": [], "complete": false,
+                       "primary_mirror_uuid": "p", "primary_snap_id": 12, "last_copied_object_number": 1}}
+    ]"#,
+    );
+    let listed: Vec<(u64, bool, Option<u64>)> = mirror_snapshots(&out)
+        .unwrap()
+        .iter()
+        .map(|s| (s.id, s.complete, s.primary_snap_id))
+        .collect();
+    assert_eq!(listed, [(7, true, Some(9)), (8, false, Some(12))]);
+    assert_eq!(last_mirror_snapshot(&out).unwrap().map(|s| s.id), Some(7));
+}
+
+#[test]
 fn snap_ls_gives_the_newest_complete_mirror_snapshot() {
     assert_eq!(
         last_mirror_snapshot(&fixture!("rbd-snap-ls-all-snapimg-a.json")).unwrap(),
@@ -160,18 +186,23 @@ fn snap_ls_gives_the_newest_complete_mirror_snapshot() {
             created: "2026-11-22T20:02:00Z".parse().unwrap(),
             state: "primary".into(),
             complete: true,
+            primary_snap_id: None,
         })
     );
     let copy = last_mirror_snapshot(&fixture!("rbd-snap-ls-all-snapimg-b.json"))
         .unwrap()
         .unwrap();
-    assert_eq!((copy.id, copy.state.as_str()), (9, "non-primary"));
+    assert_eq!(
+        (copy.id, copy.state.as_str(), copy.primary_snap_id),
+        (9, "non-primary", Some(9))
+    );
     let failback = last_mirror_snapshot(&fixture!("rbd-snap-ls-all-ts1-b-after-failback.json"))
         .unwrap()
         .unwrap();
     assert_eq!(
-        (failback.id, failback.created),
-        (33, "2026-11-22T19:55:20Z".parse().unwrap())
+        (failback.id, failback.created, failback.primary_snap_id),
+        (33, "2026-11-22T19:55:20Z".parse().unwrap(), Some(30)),
+        "a received snapshot names the peer's snapshot it mirrors, whose id is the peer's own"
     );
     assert_eq!(last_mirror_snapshot(&CommandOutput::fixture("[]")).unwrap(), None);
 }

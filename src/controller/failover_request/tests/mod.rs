@@ -2,15 +2,19 @@
 //! and/or an RGW realm, and a driver that plays the reconciler (observe, `next`, persist, run the steps,
 //! let time pass) so every action is walked to its end on clusters that refuse what real Ceph refuses.
 
+mod drill;
 mod props;
 mod rbd;
 mod rgw;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::plan::{next, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition};
+use super::{
+    check::{CheckedCopy, CopyCheck},
+    plan::{next, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition},
+};
 use crate::{
     agent::{
         sim::{
@@ -33,6 +37,8 @@ pub const POOL: &str = "rbd";
 const ZONES: [(&str, &str, &str); 2] = [("us-east", A, URL_A), ("us-west", B, URL_B)];
 /// More rounds than any request needs, even waiting out the unreachable deadline.
 const MAX_ROUNDS: usize = 400;
+/// How long reading a copy and the snapshot it mirrors takes on the simulated sites.
+pub const READ_TIME: Duration = Duration::from_secs(1);
 
 /// The sim's futures never wait on anything: they complete on first poll.
 pub fn block<T>(future: impl Future<Output = T>) -> T {
@@ -216,6 +222,7 @@ impl Lab {
             pools: pools.collect(),
             realms: realm.into_iter().collect(),
             blocking_requests: blocking_requests.iter().map(|s| s.to_string()).collect(),
+            checked_copies: Vec::new(),
         }
     }
 
@@ -267,22 +274,49 @@ impl Lab {
     }
 
     /// One reconcile: observe, plan, persist the status, run the steps as the reconciler does (`steps`, then
-    /// `then` in order while they succeed), then let the requeue time pass.
+    /// `then` in order while they succeed) and its copy checks (then plan and persist again with their
+    /// results), then let the requeue time pass.
     pub fn reconcile(&self, request: &mut Request) -> Transition {
-        let transition = self.plan(request);
+        let mut transition = self.plan(request);
         request.persist(&transition);
         self.run_steps(request, &transition, usize::MAX);
+        if !transition.checks.is_empty() {
+            request.checked = self.check_copies(&transition.checks);
+            transition = self.plan(request);
+            request.persist(&transition);
+            request.checked.clear();
+        }
         self.clock.advance(transition.requeue);
         transition
     }
 
-    /// What `next` returns now for `request`, with the step failures of its last run fed back.
+    /// What `next` returns now for `request`, with the step failures and copy checks of its last run fed
+    /// back.
     pub fn plan(&self, request: &Request) -> Transition {
         let mut observed = self.observe(&request.blocking);
         for (site, error) in &request.failures {
             observed.record_step_failure(site, error);
         }
+        observed.checked_copies = request.checked.clone();
         next(&request.spec, &request.status, &observed, self.clock.now())
+    }
+
+    /// Reads both snapshots of each check, as the reconciler does; the reads take [`READ_TIME`].
+    pub fn check_copies(&self, checks: &[CopyCheck]) -> Vec<CheckedCopy> {
+        let read = |check: &CopyCheck, site: &str, snap_id| {
+            block(self.site(site).image_checksum(&check.pool, &check.image, snap_id))
+        };
+        let checked = checks
+            .iter()
+            .map(|check| CheckedCopy {
+                check: check.clone(),
+                copy: read(check, &check.copy.site, check.copy.snap_id),
+                source: read(check, &check.source.site, check.source.snap_id),
+                seconds: READ_TIME.as_secs_f64(),
+            })
+            .collect();
+        self.clock.advance(READ_TIME);
+        checked
     }
 
     /// Runs at most `limit` of the transition's steps: fewer when the operator dies on the way.
@@ -347,6 +381,8 @@ pub struct Request {
     pub handed_out: Vec<Vec<SiteStep>>,
     /// Failures of the last run, fed back into the next observation.
     pub failures: Vec<(String, AgentError)>,
+    /// Copy checks read in this reconcile, fed into its second plan.
+    pub checked: Vec<CheckedCopy>,
 }
 
 impl Request {
@@ -358,6 +394,7 @@ impl Request {
             ran: Vec::new(),
             handed_out: Vec::new(),
             failures: Vec::new(),
+            checked: Vec::new(),
         }
     }
 

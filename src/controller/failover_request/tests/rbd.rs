@@ -255,13 +255,13 @@ fn planned_failover_waits_while_the_source_cluster_does_not_answer() {
 }
 
 #[test]
-fn only_an_emergency_or_a_drill_leaves_the_other_site_unasked() {
+fn only_an_emergency_leaves_the_other_site_unasked() {
     for (action, asks_a) in [
         (FailoverAction::Planned, true),
         (FailoverAction::Failback, true),
         (FailoverAction::Resync, true),
         (FailoverAction::Emergency, false),
-        (FailoverAction::Drill, false),
+        (FailoverAction::Drill, true),
     ] {
         let spec = request(action, B);
         assert!(needs_site(&spec, B), "{action:?} needs its target");
@@ -417,20 +417,6 @@ fn dry_run_of_an_impossible_request_fails_with_the_reason() {
     assert!(req
         .condition(STALLED)
         .is_some_and(|c| c.message.starts_with("dry run")));
-}
-
-#[test]
-fn drill_checks_the_copy_and_reports_the_measured_rpo_without_promoting() {
-    let lab = snapshots();
-    lab.clock.advance(Duration::from_secs(40));
-    let mut req = Request::new(request(FailoverAction::Drill, B));
-    lab.run_to_end(&mut req);
-
-    assert_eq!(req.status.phase, FailoverPhase::Completed);
-    assert!(req.ran.is_empty());
-    assert_eq!(req.rows(), ["verify-copy rbd/db@site-b done"]);
-    assert_eq!(req.status.measured_rpo_seconds, Some(45));
-    assert_eq!(lab.primaries("db"), [A]);
 }
 
 #[test]

@@ -404,6 +404,7 @@ pub fn snapshot(created: Timestamp, state: &str) -> MirrorSnapshot {
         created,
         state: state.into(),
         complete: true,
+        primary_snap_id: None,
     }
 }
 
