@@ -9,7 +9,7 @@ use cephdr::{
         Sensitive,
     },
     cli::{self, failover::FailoverArgs, status::StatusArgs},
-    controller::WatchScope,
+    controller::{self, WatchScope},
     operator::{self, LeaseConfig, OperatorConfig},
     sync::{
         frame::{ChecksumKind, FrameOptions},
@@ -59,6 +59,11 @@ enum Command {
         /// This replica's identity in the Lease (default: the pod name).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Reconciles in flight per kind of resource (at least 1). More is not faster when the API server
+        /// is what is busy; a resource whose site's agent times out holds one for that timeout.
+        #[arg(long, env = "CEPHDR_CONCURRENCY", default_value_t = controller::Settings::DEFAULT_CONCURRENCY,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
     },
     /// Run the agent of one Ceph cluster: serves the cluster-agent API over HTTPS with bearer tokens.
     Agent {
@@ -241,6 +246,7 @@ async fn main() -> Result<()> {
             lease_namespace,
             lease_name,
             identity,
+            concurrency,
         } => {
             let client = kube::Client::try_default()
                 .await
@@ -249,7 +255,10 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|| hostname().unwrap_or_else(|| format!("cephdr-{}", std::process::id())));
             let config = OperatorConfig {
                 listen,
-                scope: namespace.map_or(WatchScope::AllNamespaces, WatchScope::Namespace),
+                controllers: controller::Settings {
+                    scope: namespace.map_or(WatchScope::AllNamespaces, WatchScope::Namespace),
+                    concurrency,
+                },
                 lease: leader_election.then_some(LeaseConfig {
                     namespace: lease_namespace,
                     name: lease_name,

@@ -31,7 +31,7 @@ pub struct OperatorConfig {
     pub listen: SocketAddr,
     /// Lease used for leader election; `None` runs without election (one replica only).
     pub lease: Option<LeaseConfig>,
-    pub scope: controller::WatchScope,
+    pub controllers: controller::Settings,
 }
 
 pub struct LeaseConfig {
@@ -60,10 +60,10 @@ pub async fn run(
 
     let result = match config.lease {
         None => {
-            controller::run(client, config.scope, agents, metrics, shutdown).await;
+            controller::run(client, config.controllers, agents, metrics, shutdown).await;
             Ok(())
         }
-        Some(lease) => run_as_leader(client, config.scope, agents, metrics, lease, shutdown).await,
+        Some(lease) => run_as_leader(client, config.controllers, agents, metrics, lease, shutdown).await,
     };
     server.abort();
     result
@@ -71,7 +71,7 @@ pub async fn run(
 
 async fn run_as_leader(
     client: Client,
-    scope: controller::WatchScope,
+    settings: controller::Settings,
     agents: Arc<dyn AgentConnector>,
     metrics: Arc<Metrics>,
     lease: LeaseConfig,
@@ -112,7 +112,7 @@ async fn run_as_leader(
             _ = lost => { error!("leader lease lost; stopping controllers"); let _ = lost_tx.send(true); }
         }
     };
-    controller::run(client, scope, agents, metrics, stop).await;
+    controller::run(client, settings, agents, metrics, stop).await;
     let lost = lost_rx.await.unwrap_or(true);
     drop(is_leader);
     let _ = lease_task.await;

@@ -166,6 +166,7 @@ async fn chart_renders_cluster_wide_or_namespaced_least_privilege_rbac() -> Resu
         json!([
             "operator",
             "--listen=0.0.0.0:8080",
+            "--concurrency=32",
             "--leader-election",
             "--lease-name=t-cephdr"
         ])
@@ -193,7 +194,7 @@ async fn chart_renders_cluster_wide_or_namespaced_least_privilege_rbac() -> Resu
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(
         container(deployment)["args"],
-        json!(["operator", "--listen=0.0.0.0:8080"])
+        json!(["operator", "--listen=0.0.0.0:8080", "--concurrency=32"])
     );
     Ok(())
 }

@@ -175,7 +175,7 @@ impl OperatorStack {
         let connector = RemoteConnector::new(self.client.clone()).with_metrics(self.metrics.clone());
         self.controllers = Some(tokio::spawn(controller::run(
             self.client.clone(),
-            WatchScope::Namespace(self.ns.name.clone()),
+            controller::Settings::new(WatchScope::Namespace(self.ns.name.clone())),
             Arc::new(connector),
             self.metrics.clone(),
             async move {

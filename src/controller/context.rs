@@ -8,6 +8,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     runtime::{
         events::{Recorder, Reporter},
@@ -51,6 +52,8 @@ pub struct Stores {
     pub zones: Store<CephZone>,
     pub pools: Store<RbdMirrorPool>,
     pub requests: Store<FailoverRequest>,
+    /// The Secrets cephdr wrote (bootstrap tokens, sync-user keys), by their `managed-by` label.
+    pub owned_secrets: Store<Secret>,
 }
 
 pub struct Context {

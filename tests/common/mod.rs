@@ -119,7 +119,7 @@ impl Bed {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(
             self.client.clone(),
-            WatchScope::Namespace(self.ns.clone()),
+            controller::Settings::new(WatchScope::Namespace(self.ns.clone())),
             Arc::new(FixedAgents(agents)),
             self.metrics.clone(),
             async move {

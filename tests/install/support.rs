@@ -471,7 +471,9 @@ impl OperatorRun {
         let port = free_port("127.0.0.1")?;
         let config = OperatorConfig {
             listen: format!("127.0.0.1:{port}").parse()?,
-            scope: watch.map_or(WatchScope::AllNamespaces, WatchScope::Namespace),
+            controllers: cephdr::controller::Settings::new(
+                watch.map_or(WatchScope::AllNamespaces, WatchScope::Namespace),
+            ),
             lease: Some(LeaseConfig {
                 namespace: install.namespace.name.clone(),
                 name: install.lease.clone(),

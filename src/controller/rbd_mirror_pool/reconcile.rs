@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp, ByteString};
 use kube::{
     api::{Api, ObjectMeta, Patch, PatchParams},
-    runtime::{controller::Action, events::EventType},
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
     Resource, ResourceExt,
 };
 use tracing::instrument;
@@ -104,13 +104,20 @@ async fn observe(
     Ok(Observed { sites, deleting })
 }
 
+/// The pool's tokens from the cache of owned Secrets; from the API server only when the cache has none
+/// (a Secret written moments ago, or none yet), so a converged pool costs no read.
 async fn read_tokens(pool: &RbdMirrorPool, ctx: &Context) -> Result<BTreeMap<String, Sensitive<String>>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
-    Ok(secrets
-        .get_opt(&token_secret_name(pool))
-        .await?
-        .map(tokens_of)
-        .unwrap_or_default())
+    let namespace = pool.namespace().unwrap_or_default();
+    let name = token_secret_name(pool);
+    if let Some(cached) = ctx
+        .stores
+        .owned_secrets
+        .get(&ObjectRef::new(&name).within(&namespace))
+    {
+        return Ok(tokens_of(cached.as_ref().clone()));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    Ok(secrets.get_opt(&name).await?.map(tokens_of).unwrap_or_default())
 }
 
 /// The tokens a bootstrap-token Secret holds, one per `CephSite`.
