@@ -279,7 +279,11 @@ impl ClusterAgent for SimulatedCluster {
     }
 
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
-        self.with_world(|world, site, now| world.rbd_pool(site, pool, now))
+        self.with_world(|world, site, now| world.rbd_pool(site, pool, None, now))
+    }
+
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        self.with_world(|world, site, now| world.rbd_pool(site, pool, Some(images), now))
     }
 
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {

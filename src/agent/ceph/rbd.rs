@@ -87,7 +87,13 @@ impl CephCli {
             .ok_or_else(|| self.not_found(format!("pool {pool}")))
     }
 
-    pub(super) async fn read_rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
+    /// The pool, with every image or only those of `only` (then without schedules: no listing, no schedule
+    /// command, and per image only its own processes).
+    pub(super) async fn read_rbd_pool(
+        &self,
+        pool: &str,
+        only: Option<&[String]>,
+    ) -> AgentResult<RbdPoolState> {
         if !self.pool_exists(pool).await? {
             return Ok(RbdPoolState::default());
         }
@@ -101,7 +107,7 @@ impl CephCli {
             parse::rbd::pool_status(&self.run(command).await?).map(Some)
         };
         let schedules = async {
-            if !mirrored {
+            if !mirrored || only.is_some() {
                 return Ok(Vec::new());
             }
             let command = CephCommand::rbd([
@@ -115,7 +121,12 @@ impl CephCli {
             .arg(format!("--pool={pool}"));
             parse::rbd::schedules(&self.run(command).await?)
         };
-        let names = async { parse::names(&self.run(CephCommand::rbd(["ls", pool, "--format=json"])).await?) };
+        let names = async {
+            match only {
+                Some(names) => Ok(names.to_vec()),
+                None => parse::names(&self.run(CephCommand::rbd(["ls", pool, "--format=json"])).await?),
+            }
+        };
         let (status, schedules, names) = tokio::try_join!(status, schedules, names)?;
         let mut images: Vec<RbdImage> = stream::iter(names)
             .map(|name| self.read_image(pool, name))

@@ -492,3 +492,29 @@ async fn ten_thousand_images_replicate_in_one_observation() {
         .as_ref()
         .is_some_and(|replay| replay.state == "replaying")));
 }
+
+#[tokio::test]
+async fn reading_some_images_shows_those_that_exist_as_the_pool_read_does() {
+    let sites = replicated(ImageMirrorMode::Snapshot).await;
+    sites.a.create_image(POOL, "other").unwrap();
+    let schedule = Step::AddSnapshotSchedule {
+        pool: POOL.into(),
+        image: None,
+        interval: "1m".into(),
+        start_time: None,
+    };
+    sites.a.execute(&schedule).await.unwrap();
+    let wanted = [IMAGE.to_string(), "gone".to_string()];
+    for site in [&sites.a, &sites.b] {
+        let whole = site.rbd_pool(POOL).await.unwrap();
+        let some = site.rbd_images(POOL, &wanted).await.unwrap();
+        let expected: Vec<_> = whole.images.iter().filter(|i| i.name == IMAGE).cloned().collect();
+        assert_eq!(some.images, expected);
+        assert_eq!(
+            (some.exists, some.mode, &some.peers, &some.daemon),
+            (whole.exists, whole.mode, &whole.peers, &whole.daemon)
+        );
+        assert!(some.schedules.is_empty());
+    }
+    assert!(!sites.a.rbd_images("nope", &wanted).await.unwrap().exists);
+}
