@@ -456,7 +456,7 @@ impl WorldState {
                     self.enable_image_mirroring(site, pool, image, mode, step, now)
                 }
                 RbdStep::DisableImageMirroring { pool, image } => {
-                    self.disable_image_mirroring(site, pool, image, step)
+                    self.disable_image_mirroring(site, pool, image)
                 }
                 RbdStep::CreateMirrorSnapshot { pool, image } => {
                     self.create_mirror_snapshot(site, pool, image, step, now)

@@ -518,3 +518,19 @@ async fn reading_some_images_shows_those_that_exist_as_the_pool_read_does() {
     }
     assert!(!sites.a.rbd_images("nope", &wanted).await.unwrap().exists);
 }
+
+#[tokio::test]
+async fn a_copy_that_rbd_mirror_left_behind_can_have_mirroring_disabled() {
+    let sites = replicated(ImageMirrorMode::Snapshot).await;
+    // rbd-mirror on B is not there to remove the copy when mirroring ends on the primary.
+    sites.b.set_rbd_mirror_running(false).unwrap();
+    let disable = Step::DisableImageMirroring {
+        pool: POOL.into(),
+        image: IMAGE.into(),
+    };
+    sites.a.execute(&disable).await.unwrap();
+    sites.clock.advance(LAG);
+    sites.b.execute(&disable).await.unwrap();
+    let copy = image(&sites.b).await.expect("the copy stays");
+    assert_eq!(copy.mirroring, None);
+}
