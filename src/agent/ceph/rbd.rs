@@ -92,7 +92,7 @@ impl CephCli {
         only: Option<&[String]>,
     ) -> AgentResult<RbdPoolState> {
         // `mirror pool info` fails with ENOENT when the pool does not exist (measured), which spares the read
-        // a `ceph osd pool ls`: the Python CLI took 1.9 s of wall time on the otherwise idle test bed.
+        // a `ceph osd pool ls`: the Python CLI took 1.9 s of wall time on the test bed (load average 5).
         let Some(info) = self.pool_info(pool).await? else {
             return Ok(RbdPoolState::default());
         };
