@@ -94,6 +94,13 @@ impl ClusterAgent for RecordingAgent {
         Ok(pool_state(pool))
     }
 
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        self.record(format!("rbd_images {pool} {}", images.join(",")))?;
+        let mut state = pool_state(pool);
+        state.images.retain(|image| images.contains(&image.name));
+        Ok(state)
+    }
+
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
         self.record(format!("create_bootstrap_token {pool} {site_name}"))?;
         Ok(Sensitive(format!("token-for-{site_name}-on-{pool}")))
@@ -337,6 +344,11 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
     );
     assert_eq!(remote.rgw_sync_policy(realm, "us").await?, sync_policy("us"));
     assert_eq!(remote.rbd_pool("rbd.fast").await?, pool_state("rbd.fast"));
+    let images = ["db-vol".to_owned(), "gone".to_owned()];
+    assert_eq!(
+        remote.rbd_images("rbd", &images).await?.images,
+        pool_state("rbd").images
+    );
     let token = remote.create_bootstrap_token("rbd", "site-b").await?;
     assert_eq!(token.expose(), "token-for-site-b-on-rbd");
     assert_eq!(
@@ -354,6 +366,7 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
             format!("rgw_sync_status {realm} us-west"),
             format!("rgw_sync_policy {realm} us"),
             "rbd_pool rbd.fast".to_owned(),
+            "rbd_images rbd db-vol,gone".to_owned(),
             "create_bootstrap_token rbd site-b".to_owned(),
             "image_checksum rbd.fast/db vol@9".to_owned(),
         ]

@@ -139,6 +139,11 @@ impl<A: ClusterAgent + ?Sized> ClusterAgent for FaultyAgent<A> {
         self.inner.rbd_pool(pool).await
     }
 
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        self.before_call(None).await?;
+        self.inner.rbd_images(pool, images).await
+    }
+
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
         self.before_call(None).await?;
         self.inner.create_bootstrap_token(pool, site_name).await

@@ -36,6 +36,9 @@ pub trait ClusterAgent: Send + Sync {
     async fn rgw_sync_policy(&self, realm: &str, zone_group: &str) -> AgentResult<Vec<SyncGroup>>;
     /// Mirroring state of one pool: mode, peers, images, schedules, rbd-mirror daemon.
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState>;
+    /// [`rbd_pool`](Self::rbd_pool) narrowed to the named images (those that exist) and without schedules:
+    /// what a caller following a few images of a large pool needs, at a cost that grows with those only.
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState>;
     /// Creates a peer bootstrap token for `pool` (`rbd mirror pool peer bootstrap create`).
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>>;
     /// The size and BLAKE3 of image `pool/image` as of its snapshot `snap_id` (mirror snapshots included),

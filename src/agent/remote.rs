@@ -38,7 +38,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tracing::{debug, info_span, Instrument};
 
 use super::{
-    server::{BootstrapTokenRequest, BootstrapTokenResponse},
+    server::{BootstrapTokenRequest, BootstrapTokenResponse, ImagesRequest},
     AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
     Sensitive, Step, SyncGroup, ZoneSync,
 };
@@ -363,6 +363,14 @@ impl ClusterAgent for RemoteAgent {
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
         self.get("rbd-pool", format!("/v1/rbd/pools/{}", segment(pool)))
             .await
+    }
+
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        let path = format!("/v1/rbd/pools/{}/images", segment(pool));
+        let request = ImagesRequest {
+            images: images.to_vec(),
+        };
+        self.post("rbd-images", path, &request).await
     }
 
     /// Retried like the rest: creating a bootstrap token again reuses the peer's Ceph user.

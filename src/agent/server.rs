@@ -9,6 +9,7 @@
 //! | `GET  /v1/rgw/realms/{realm}/zones/{zone}/sync-status`         | `rgw_sync_status`          |
 //! | `GET  /v1/rgw/realms/{realm}/zonegroups/{zg}/sync-policy`      | `rgw_sync_policy`          |
 //! | `GET  /v1/rbd/pools/{pool}`                                    | `rbd_pool`                 |
+//! | `POST /v1/rbd/pools/{pool}/images` `{"images": [...]}`          | `rbd_images`               |
 //! | `POST /v1/rbd/pools/{pool}/bootstrap-token` `{"siteName"}`     | `create_bootstrap_token`   |
 //! | `GET  /v1/rbd/pools/{pool}/images/{image}/snapshots/{id}/checksum` | `image_checksum`       |
 //! | `POST /v1/steps` with a [`Step`]; 204 on success               | `execute`                  |
@@ -67,6 +68,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[serde(rename_all = "camelCase")]
 pub(super) struct BootstrapTokenRequest {
     pub site_name: String,
+}
+
+/// Body of `POST /v1/rbd/pools/{pool}/images`: a read, sent as a body because a request names up to every
+/// image of a pool.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ImagesRequest {
+    pub images: Vec<String>,
 }
 
 /// Answer of `POST /v1/rbd/pools/{pool}/bootstrap-token`.
@@ -345,6 +353,7 @@ fn router(agent: Arc<dyn ClusterAgent>, tokens: Arc<Tokens>) -> Router {
             get(rgw_sync_policy),
         )
         .route("/rbd/pools/{pool}", get(rbd_pool))
+        .route("/rbd/pools/{pool}/images", post(rbd_images))
         .route("/rbd/pools/{pool}/bootstrap-token", post(create_bootstrap_token))
         .route(
             "/rbd/pools/{pool}/images/{image}/snapshots/{snap_id}/checksum",
@@ -491,6 +500,14 @@ async fn rgw_sync_policy(
 
 async fn rbd_pool(State(agent): Agent, UrlPath(pool): UrlPath<String>) -> ApiResult<Json<RbdPoolState>> {
     Ok(Json(agent.rbd_pool(&pool).await?))
+}
+
+async fn rbd_images(
+    State(agent): Agent,
+    UrlPath(pool): UrlPath<String>,
+    Json(request): Json<ImagesRequest>,
+) -> ApiResult<Json<RbdPoolState>> {
+    Ok(Json(agent.rbd_images(&pool, &request.images).await?))
 }
 
 async fn create_bootstrap_token(

@@ -286,7 +286,11 @@ impl ClusterAgent for SimulatedCluster {
     }
 
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
-        self.with_world(|world, site, now| world.rbd_pool(site, pool, now))
+        self.with_world(|world, site, now| world.rbd_pool(site, pool, None, now))
+    }
+
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        self.with_world(|world, site, now| world.rbd_pool(site, pool, Some(images), now))
     }
 
     async fn create_bootstrap_token(&self, pool: &str, site_name: &str) -> AgentResult<Sensitive<String>> {
@@ -463,7 +467,7 @@ impl WorldState {
                     self.enable_image_mirroring(site, pool, image, mode, step, now)
                 }
                 RbdStep::DisableImageMirroring { pool, image } => {
-                    self.disable_image_mirroring(site, pool, image, step)
+                    self.disable_image_mirroring(site, pool, image)
                 }
                 RbdStep::CreateMirrorSnapshot { pool, image } => {
                     self.create_mirror_snapshot(site, pool, image, step, now)

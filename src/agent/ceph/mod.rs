@@ -183,8 +183,14 @@ impl ClusterAgent for CephCli {
     }
 
     async fn rbd_pool(&self, pool: &str) -> AgentResult<RbdPoolState> {
-        self.read_rbd_pool(pool)
+        self.read_rbd_pool(pool, None)
             .instrument(tracing::debug_span!("rbd_pool", site = %self.site()))
+            .await
+    }
+
+    async fn rbd_images(&self, pool: &str, images: &[String]) -> AgentResult<RbdPoolState> {
+        self.read_rbd_pool(pool, Some(images))
+            .instrument(tracing::debug_span!("rbd_images", site = %self.site(), images = images.len()))
             .await
     }
 

@@ -645,29 +645,16 @@ impl WorldState {
         }
     }
 
-    pub(super) fn disable_image_mirroring(
-        &mut self,
-        site: &str,
-        pool: &str,
-        image: &str,
-        step: &Step,
-    ) -> AgentResult<()> {
+    /// A copy is disabled too: the Ceph backend passes the `--force` that Ceph requires for one.
+    pub(super) fn disable_image_mirroring(&mut self, site: &str, pool: &str, image: &str) -> AgentResult<()> {
         let target = image_in(pool_mut(&mut self.clusters, site, pool)?, site, pool, image)?;
-        match target.mirroring {
-            None => Ok(()),
-            Some(Mirroring { primary: false, .. }) => Err(refused(
-                site,
-                step,
-                "mirrored image is not primary: disabling needs --force",
-            )),
-            Some(_) => {
-                *target = Image {
-                    content_version: target.content_version,
-                    ..Image::default()
-                };
-                Ok(())
-            }
+        if target.mirroring.is_some() {
+            *target = Image {
+                content_version: target.content_version,
+                ..Image::default()
+            };
         }
+        Ok(())
     }
 
     pub(super) fn create_mirror_snapshot(

@@ -32,7 +32,15 @@ struct PullContext<'a> {
 }
 
 impl WorldState {
-    pub(super) fn rbd_pool(&mut self, site: &str, pool: &str, now: Timestamp) -> AgentResult<RbdPoolState> {
+    /// The pool as `site` shows it; with `only`, just those images and no schedules. rbd-mirror works on every
+    /// image whether or not it is read, so the whole pool is brought up to date either way.
+    pub(super) fn rbd_pool(
+        &mut self,
+        site: &str,
+        pool: &str,
+        only: Option<&[String]>,
+        now: Timestamp,
+    ) -> AgentResult<RbdPoolState> {
         self.sync_pool(site, pool, None, now);
         let cluster = self.cluster(site)?;
         let Some(pool_state) = cluster.rbd.pools.get(pool) else {
@@ -44,6 +52,7 @@ impl WorldState {
         let images = pool_state
             .images
             .iter()
+            .filter(|(name, _)| only.is_none_or(|only| only.contains(name)))
             .map(|(name, image)| RbdImage {
                 name: name.clone(),
                 mirroring: image.mirroring.map(|mirroring| ImageMirroring {
@@ -64,7 +73,10 @@ impl WorldState {
                 .then(|| cluster.rbd.site_name_or(&cluster.fsid)),
             peers: pool_state.peers.iter().map(rbd_peer).collect(),
             images,
-            schedules: pool_state.schedules.iter().cloned().collect(),
+            schedules: match only {
+                Some(_) => Vec::new(),
+                None => pool_state.schedules.iter().cloned().collect(),
+            },
             daemon: cluster.rbd.daemon.running.then(|| DaemonHealth {
                 health: cluster.rbd.daemon.health.clone(),
             }),

@@ -525,3 +525,45 @@ async fn a_received_snapshot_checksums_like_the_primary_snapshot_it_mirrors_unti
         Err(AgentError::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn reading_some_images_shows_those_that_exist_as_the_pool_read_does() {
+    let sites = replicated(ImageMirrorMode::Snapshot).await;
+    sites.a.create_image(POOL, "other").unwrap();
+    let schedule = Step::AddSnapshotSchedule {
+        pool: POOL.into(),
+        image: None,
+        interval: "1m".into(),
+        start_time: None,
+    };
+    sites.a.execute(&schedule).await.unwrap();
+    let wanted = [IMAGE.to_string(), "gone".to_string()];
+    for site in [&sites.a, &sites.b] {
+        let whole = site.rbd_pool(POOL).await.unwrap();
+        let some = site.rbd_images(POOL, &wanted).await.unwrap();
+        let expected: Vec<_> = whole.images.iter().filter(|i| i.name == IMAGE).cloned().collect();
+        assert_eq!(some.images, expected);
+        assert_eq!(
+            (some.exists, some.mode, &some.peers, &some.daemon),
+            (whole.exists, whole.mode, &whole.peers, &whole.daemon)
+        );
+        assert!(some.schedules.is_empty());
+    }
+    assert!(!sites.a.rbd_images("nope", &wanted).await.unwrap().exists);
+}
+
+#[tokio::test]
+async fn a_copy_that_rbd_mirror_left_behind_can_have_mirroring_disabled() {
+    let sites = replicated(ImageMirrorMode::Snapshot).await;
+    // rbd-mirror on B is not there to remove the copy when mirroring ends on the primary.
+    sites.b.set_rbd_mirror_running(false).unwrap();
+    let disable = Step::DisableImageMirroring {
+        pool: POOL.into(),
+        image: IMAGE.into(),
+    };
+    sites.a.execute(&disable).await.unwrap();
+    sites.clock.advance(LAG);
+    sites.b.execute(&disable).await.unwrap();
+    let copy = image(&sites.b).await.expect("the copy stays");
+    assert_eq!(copy.mirroring, None);
+}

@@ -62,7 +62,7 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
             blocking_requests: blocking.clone(),
             checked_copies: Vec::new(),
         },
-        false => observe(&request, &ctx, blocking.clone()).await?,
+        false => observe(&request, &before, &ctx, blocking.clone()).await?,
     };
     let transition = plan::next(&request.spec, &before, &observed, Timestamp::now());
     debug!(from = ?before.phase, to = ?transition.status.phase, steps = transition.steps.len() + transition.then.len(), "planned");
@@ -75,7 +75,7 @@ pub async fn reconcile(request: Arc<FailoverRequest>, ctx: Arc<Context>) -> Resu
     } else {
         // Ceph refused a step, or copies were checked: plan again on what the sites show now, with the
         // refusal or the checksums, so the status says so at once.
-        let mut observed = observe(&request, &ctx, blocking).await?;
+        let mut observed = observe(&request, &transition.status, &ctx, blocking).await?;
         for (site, error) in &failures {
             observed.record_step_failure(site, error);
         }
@@ -190,16 +190,27 @@ fn record(result: Result<()>, failures: &mut Vec<(String, AgentError)>) -> Resul
 }
 
 /// What the sites show of every pool and realm the request targets (targets that do not exist are left
-/// out: the preflight reports them).
-async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>) -> Result<Observed> {
+/// out: the preflight reports them), for a call on `status`: of the pools, the images it needs.
+async fn observe(
+    request: &FailoverRequest,
+    status: &FailoverRequestStatus,
+    ctx: &Context,
+    blocking: Vec<String>,
+) -> Result<Observed> {
     let namespace = request.namespace().unwrap_or_default();
     let targets = &request.spec.targets;
+    let reads = plan::images_to_read(status);
     let mut pools = Vec::new();
     let pool_api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &namespace);
     for name in &targets.rbd_mirror_pools {
         let Some(pool) = pool_api.get_opt(name).await? else {
             continue;
         };
+        let only_images = reads
+            .as_ref()
+            .map(|reads| reads.get(&pool.spec.pool).cloned().unwrap_or_default());
+        let image_names: Option<Vec<String>> =
+            only_images.as_ref().map(|only| only.iter().cloned().collect());
         // Both sites at once: reading a pool of many images takes seconds on each.
         let needed = pool
             .spec
@@ -208,15 +219,20 @@ async fn observe(request: &FailoverRequest, ctx: &Context, blocking: Vec<String>
             .filter(|s| plan::needs_site(&request.spec, &s.site));
         let sites = future::try_join_all(needed.map(|pool_site| async {
             let agent = ctx.agent(&namespace, &pool_site.site).await?;
+            let state = match &image_names {
+                Some(images) => agent.rbd_images(&pool.spec.pool, images).await,
+                None => agent.rbd_pool(&pool.spec.pool).await,
+            };
             Ok::<_, Error>(ObservedPoolSite {
                 site: pool_site.site.clone(),
-                pool: agent.rbd_pool(&pool.spec.pool).await,
+                pool: state,
             })
         }))
         .await?;
         pools.push(ObservedPool {
             name: name.clone(),
             spec: pool.spec.clone(),
+            only_images,
             sites,
         });
     }

@@ -17,6 +17,8 @@ use crate::api::{
 };
 
 const REQUEUE_AFTER_STEPS: Duration = Duration::from_secs(2);
+/// Nothing to wait for: the next call only reads more.
+const REQUEUE_READ_MORE: Duration = Duration::ZERO;
 const REQUEUE_WAITING: Duration = Duration::from_secs(5);
 const REQUEUE_BLOCKED: Duration = Duration::from_secs(15);
 const REQUEUE_DRY_RUN: Duration = Duration::from_secs(1);
@@ -74,6 +76,13 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
                 REQUEUE_AFTER_STEPS
             };
             (running_conditions(common_reason::PROGRESSING, message), requeue)
+        }
+        Outcome::ReadEveryImage => {
+            let message = format!("{:?}: reading every image of the plan", status.phase);
+            (
+                running_conditions(common_reason::PROGRESSING, &message),
+                REQUEUE_READ_MORE,
+            )
         }
         Outcome::Unreachable {
             site,

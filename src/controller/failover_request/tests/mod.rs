@@ -5,6 +5,7 @@
 mod drill;
 mod props;
 mod rbd;
+mod reads;
 mod rgw;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -13,7 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::{
     check::{CheckedCopy, CopyCheck},
-    plan::{next, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition},
+    plan::{
+        images_to_read, next, ImageReads, Observed, ObservedPool, ObservedPoolSite, ObservedRealm,
+        ObservedZone, Transition,
+    },
 };
 use crate::{
     agent::{
@@ -189,19 +193,37 @@ impl Lab {
         run(self.site(site), step);
     }
 
-    /// What the reconciler would observe now.
+    /// What the reconciler would observe now, reading every image.
     pub fn observe(&self, blocking_requests: &[&str]) -> Observed {
-        let pools = self.pools.iter().map(|(name, spec)| ObservedPool {
-            name: name.clone(),
-            spec: spec.clone(),
-            sites: spec
-                .sites
-                .iter()
-                .map(|s| ObservedPoolSite {
-                    site: s.site.clone(),
-                    pool: block(self.site(&s.site).rbd_pool(&spec.pool)),
-                })
-                .collect(),
+        self.observe_images(blocking_requests, None)
+    }
+
+    /// What the reconciler would observe now, reading the images of `reads` (every image with `None`).
+    pub fn observe_images(&self, blocking_requests: &[&str], reads: Option<ImageReads>) -> Observed {
+        let pools = self.pools.iter().map(|(name, spec)| {
+            let only_images = reads
+                .as_ref()
+                .map(|reads| reads.get(&spec.pool).cloned().unwrap_or_default());
+            let read = |site: &str| match &only_images {
+                Some(only) => {
+                    let images: Vec<String> = only.iter().cloned().collect();
+                    block(self.site(site).rbd_images(&spec.pool, &images))
+                }
+                None => block(self.site(site).rbd_pool(&spec.pool)),
+            };
+            ObservedPool {
+                name: name.clone(),
+                spec: spec.clone(),
+                sites: spec
+                    .sites
+                    .iter()
+                    .map(|s| ObservedPoolSite {
+                        site: s.site.clone(),
+                        pool: read(&s.site),
+                    })
+                    .collect(),
+                only_images,
+            }
         });
         let realm = self.has_realm.then(|| ObservedRealm {
             name: REALM.into(),
@@ -293,7 +315,8 @@ impl Lab {
     /// What `next` returns now for `request`, with the step failures and copy checks of its last run fed
     /// back.
     pub fn plan(&self, request: &Request) -> Transition {
-        let mut observed = self.observe(&request.blocking);
+        let reads = images_to_read(&request.status);
+        let mut observed = self.observe_images(&request.blocking, reads);
         for (site, error) in &request.failures {
             observed.record_step_failure(site, error);
         }
