@@ -53,6 +53,11 @@ const ROUNDS_PER_RECONCILE: usize = 4;
 /// clean.
 async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
     let mut tokens = read_tokens(pool, ctx).await?;
+    let previous_conditions = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let mut round = 1;
     let (pool_plan, outcome) = loop {
         let observed = observe(pool, ctx, deleting, &tokens).await?;
@@ -67,7 +72,10 @@ async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result
             break (pool_plan, Ok(()));
         }
         let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
-        if outcome.is_err() || last_round {
+        // A plan that repairs what it announces (a stalled snapshot schedule, split-brain) is reported as it
+        // saw the pool: the next round would see the repair, and the condition and Event would never appear.
+        let announces = !plan::announcements(previous_conditions, &pool_plan.plan.conditions).is_empty();
+        if outcome.is_err() || last_round || announces {
             break (pool_plan, outcome);
         }
     };
