@@ -217,11 +217,13 @@ async fn realm_and_zones_converge_to_one_period_on_both_sites() -> Result<()> {
 #[tokio::test]
 async fn two_master_zones_in_one_zonegroup_are_refused_with_a_condition() -> Result<()> {
     let bed = Bed::start("controllers").await?;
-    bed.create::<CephRealm>(realm_manifest()).await?;
+    // The zones first: a realm that already exists when only one master zone does is created in Ceph at
+    // once (its first reconcile no longer waits for the finalizer's watch event), before the second appears.
     bed.create::<CephZone>(zone_manifest("us-east", "site-a", true))
         .await?;
     bed.create::<CephZone>(zone_manifest("us-west", "site-b", true))
         .await?;
+    bed.create::<CephRealm>(realm_manifest()).await?;
     let realm = bed
         .wait::<CephRealm>("production", "in conflict", Duration::from_secs(20), |r| {
             r.status.as_ref().is_some_and(|s| {
