@@ -67,29 +67,37 @@ pub async fn ensure_system_keys<K: Resource<DynamicType = ()>>(
         .take(40)
         .map(char::from)
         .collect();
-    let secret_object = Secret {
+    let data = BTreeMap::from([
+        (ACCESS_KEY.into(), ByteString(access.into_bytes())),
+        (SECRET_KEY.into(), ByteString(secret.into_bytes())),
+    ]);
+    apply_owned(client, owner, namespace, name, data).await?;
+    Ok(())
+}
+
+/// Server-side applies the Secret `name` with `data` (whole: a key this manager wrote before and `data` lacks
+/// is deleted), owned by `owner` so it goes with it, and labelled as cephdr's: the label is what puts it in
+/// the controllers' cache of owned Secrets. Returns the Secret as written.
+pub async fn apply_owned<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    owner: &K,
+    namespace: &str,
+    name: &str,
+    data: BTreeMap<String, ByteString>,
+) -> Result<Secret> {
+    let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
-            labels: Some(BTreeMap::from([(
-                crate::controller::MANAGED_BY.into(),
-                FIELD_MANAGER.into(),
-            )])),
+            labels: Some(BTreeMap::from([(super::MANAGED_BY.into(), FIELD_MANAGER.into())])),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([
-            (ACCESS_KEY.into(), ByteString(access.into_bytes())),
-            (SECRET_KEY.into(), ByteString(secret.into_bytes())),
-        ])),
+        data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
     };
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER),
-        &Patch::Apply(&secret_object),
-    )
-    .await?;
-    Ok(())
+    Ok(Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&secret))
+        .await?)
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp, ByteString};
 use kube::{
-    api::{Api, ObjectMeta, Patch, PatchParams},
+    api::Api,
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
     Resource, ResourceExt,
 };
@@ -22,7 +22,7 @@ use crate::{
         apply::{execute_plan, publish_event, with_finalizer},
         context::Context,
         error::{Error, Result},
-        status, FIELD_MANAGER,
+        secrets, status,
     },
 };
 
@@ -169,29 +169,7 @@ async fn create_tokens(
             .map_err(Error::agent(site_name))?;
         data.insert(site_name.clone(), ByteString(token.expose().as_bytes().to_vec()));
     }
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(token_secret_name(pool)),
-            namespace: Some(namespace.clone()),
-            owner_references: pool.controller_owner_ref(&()).map(|o| vec![o]),
-            labels: Some(BTreeMap::from([(
-                crate::controller::MANAGED_BY.into(),
-                FIELD_MANAGER.into(),
-            )])),
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let written = secrets
-        .patch(
-            &token_secret_name(pool),
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    let written = secrets::apply_owned(&ctx.client, pool, &namespace, &token_secret_name(pool), data).await?;
     Ok(tokens_of(written))
 }
 
