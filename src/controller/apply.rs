@@ -132,7 +132,8 @@ where
             let patch = serde_json::json!({
                 "apiVersion": K::api_version(&()),
                 "kind": K::kind(&()),
-                // The uid keeps the apply from re-creating an object deleted since the cache saw it.
+                // With the uid, an apply onto an object deleted and re-created under the same name since the
+                // cache saw it fails (the uid is immutable) instead of putting our finalizer on the new one.
                 "metadata": { "uid": object.meta().uid, "finalizers": [super::FINALIZER] },
             });
             api.patch(
