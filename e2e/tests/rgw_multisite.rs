@@ -2,7 +2,7 @@
 //! the realm, zonegroup, zones and sync user, commit the periods and pull the realm on B with keys the
 //! operator generated; the realm's sync policy replicates one bucket and not another: objects PUT on A in
 //! the enabled bucket read back identical from B, the other bucket's stay on A, and the secondary reports
-//! caught up.
+//! caught up. Deleting the secondary `CephZone` then takes it out of the period and off its site.
 //!
 //! The policy is the shape Pacific honours for "only these buckets": the zonegroup's group `allowed` and an
 //! `enabled` bucket-level group per replicated bucket. A bucket-level `forbidden` group under an `enabled`
@@ -313,6 +313,31 @@ async fn realm_and_zones_replicate_the_bucket_their_policy_enables_and_not_anoth
         on_a[1].get_object("/draft.txt").await?.as_slice(),
         kept_out.as_slice(),
         "the excluded object is on A"
+    );
+
+    // Deleting the secondary (deletionPolicy Delete) takes it out of the period on A and off B; the master
+    // and its data stay.
+    stack
+        .ns
+        .api::<CephZone>()
+        .delete("west", &Default::default())
+        .await?;
+    stack.ns.wait_gone::<CephZone>("west", CONVERGE).await?;
+    let realm = format!("--rgw-realm={REALM}");
+    let period_on_a = sites.a.radosgw_admin(&["period", "get", &realm])?;
+    assert!(
+        !period_on_a.contains("\"name\": \"west\""),
+        "west is still in the period on A: {period_on_a}"
+    );
+    let zones_on_b = sites.b.radosgw_admin(&["zone", "list", &realm])?;
+    assert!(
+        !zones_on_b.contains("\"west\""),
+        "west is still on B: {zones_on_b}"
+    );
+    assert_eq!(
+        on_a[0].get_object("/2026/cat.jpg").await?.as_slice(),
+        body.as_slice(),
+        "the master keeps its data"
     );
     Ok(())
 }

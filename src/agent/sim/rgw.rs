@@ -403,11 +403,25 @@ impl WorldState {
                 config: staged,
             },
         };
+        // RGW pushes a commit to the endpoints of the zones in the new period only: a site whose zone the
+        // commit removed keeps its old copy of the period.
+        let hosts_a_zone_of_the_period = |other: &str| {
+            self.realm_by_id(other, &realm_id).is_some_and(|realm| {
+                period
+                    .config
+                    .zone_groups
+                    .iter()
+                    .flat_map(|group| group.info.zones.iter())
+                    .any(|zone| realm.zones.contains_key(&zone.name))
+            })
+        };
         let receivers: Vec<String> = self
             .clusters
             .keys()
             .filter(|other| {
-                other.as_str() == site || other.as_str() == authority || self.reachable(&authority, other)
+                other.as_str() == site
+                    || other.as_str() == authority
+                    || (self.reachable(&authority, other) && hosts_a_zone_of_the_period(other))
             })
             .cloned()
             .collect();

@@ -230,7 +230,7 @@ impl Fleet {
                     .iter()
                     .any(|g| g.zones.iter().any(|z| z.name == name) && g.master_zone != name)
             });
-        zone_plan::Observed {
+        let mut observed = zone_plan::Observed {
             zone: name.into(),
             realm: zone.spec.realm.clone(),
             site: zone.spec.site.clone(),
@@ -239,7 +239,12 @@ impl Fleet {
             sync: syncs.then(|| self.world.sync_status(&zone.spec.site, name)),
             previous: Some(zone.status.clone()),
             deleting: zone.deleting,
+            period_master: None,
+        };
+        if let Some(site) = zone_plan::period_master_site_to_read(&zone.spec, &observed) {
+            observed.period_master = Some(self.world.state(&site));
         }
+        observed
     }
 
     pub fn plan_realm(&self) -> RealmPlan {

@@ -77,6 +77,9 @@ pub struct Observed {
     /// Sync status figures of previous probes (newest last), for wedge detection.
     pub previous: Option<CephZoneStatus>,
     pub deleting: bool,
+    /// While deleting a zone of another site than the period's master zone: the realm as the master's site
+    /// sees it ([`period_master_site_to_read`] names the site).
+    pub period_master: Option<Result<RgwRealmState, AgentError>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +95,13 @@ pub struct ZonePlan {
 /// The uid of the realm's sync system user, created on the master zone's site.
 pub fn sync_user_uid(realm: &str) -> String {
     format!("cephdr-sync-{realm}")
+}
+
+/// The site whose realm a deletion must also observe, once the zone's own site has been read.
+pub fn period_master_site_to_read(spec: &CephZoneSpec, observed: &Observed) -> Option<String> {
+    let local = observed.local.as_ref().ok().filter(|_| observed.deleting)?;
+    let view = ZoneView::of(local, &spec.zone_group, &observed.zone);
+    deletion::period_master_site_to_read(spec, observed, &view)
 }
 
 pub fn plan(spec: &CephZoneSpec, observed: &Observed, now: Timestamp) -> ZonePlan {
@@ -280,30 +290,30 @@ fn configuration_steps(
     // Set when another zone is the realm's master: this zone is then not the metadata master, and as master
     // of its own zonegroup it pulls the realm from that zone and creates its zonegroup itself.
     let realm_master = observed.context.realm_master.as_ref().filter(|m| m.zone != *zone);
-    let pull = |url: &str| {
-        on_site(Step::PullRealm {
+    // Where this zone pulls the realm and periods from: the zonegroup's master, or for the master of another
+    // zonegroup the realm's master (`prerequisites` holds secondaries back until their master is known).
+    let upstream = if spec.master {
+        realm_master.and_then(|m| m.endpoint.as_deref())
+    } else {
+        ready.master_endpoint
+    };
+    let has_realm = ready.state.realm_id.is_some();
+    match upstream {
+        Some(url) if !has_realm => steps.push(on_site(Step::PullRealm {
             realm: realm.clone(),
             url: url.to_string(),
             keys: ready.keys.clone(),
-        })
-    };
-    match (ready.state.realm_id.is_some(), spec.master, ready.master_endpoint) {
-        (true, _, _) => {}
-        (false, true, _) => match realm_master.and_then(|m| m.endpoint.as_deref()) {
-            Some(url) => steps.push(pull(url)),
-            None => {
-                return Err(Health::progressing(
-                    reason::WAITING_FOR_DEPENDENCY,
-                    format!(
-                        "realm {realm} is not on site {} yet; the CephRealm controller creates it",
-                        observed.site
-                    ),
-                ))
-            }
-        },
-        (false, false, Some(url)) => steps.push(pull(url)),
-        // `prerequisites` holds secondaries back until the master endpoint is known.
-        (false, false, None) => {}
+        })),
+        None if !has_realm && spec.master => {
+            return Err(Health::progressing(
+                reason::WAITING_FOR_DEPENDENCY,
+                format!(
+                    "realm {realm} is not on site {} yet; the CephRealm controller creates it",
+                    observed.site
+                ),
+            ))
+        }
+        _ => {}
     }
     if !spec.master && view.is_period_master() {
         return Err(Health::progressing(
@@ -325,6 +335,27 @@ fn configuration_steps(
     let master_differs = spec.master && view.in_period.is_some() && !view.is_period_master();
     let read_only_differs = view.in_period.is_some_and(|z| z.read_only != spec.read_only);
     let incarnation_differs = matches!((view.local, view.in_period), (Some(l), Some(p)) if l.id != p.id);
+    let period_differs = view.in_period.is_none()
+        || view.local.is_none()
+        || endpoints_differ
+        || master_differs
+        || read_only_differs
+        || incarnation_differs;
+    // A commit on a site without the master zone is staged from the site's own copy of the zonegroups and
+    // replaces the master's period: the period is pulled first, or a zone that joined since this site last
+    // heard would be dropped. It goes before any local change, which the pull would overwrite.
+    let commit_is_forwarded = view.period.is_some_and(|period| {
+        let local = |name: &str| ready.state.local_zones.iter().any(|z| z.name == name);
+        !local(&period.master_zone) && (!spec.master || realm_master.is_some())
+    });
+    match upstream {
+        Some(url) if period_differs && commit_is_forwarded => steps.push(on_site(Step::PullPeriod {
+            realm: realm.clone(),
+            url: url.to_string(),
+            keys: ready.keys.clone(),
+        })),
+        _ => {}
+    }
     // Ceph commits no period with a zonegroup that lacks its master zone, so a zonegroup other than the
     // realm's master one is created where its master zone runs, right before it.
     if spec.master && realm_master.is_some() && view.zone_group.is_none() {
@@ -354,12 +385,6 @@ fn configuration_steps(
             read_only: read_only_differs.then_some(spec.read_only),
         }));
     }
-    let period_differs = view.in_period.is_none()
-        || view.local.is_none()
-        || endpoints_differ
-        || master_differs
-        || read_only_differs
-        || incarnation_differs;
     if period_differs {
         steps.push(on_site(Step::CommitPeriod { realm: realm.clone() }));
     }

@@ -118,7 +118,7 @@ async fn observe(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Obser
             (local, sync)
         }
     };
-    Ok(Observed {
+    let mut observed = Observed {
         zone: zone_name,
         realm: zone.spec.realm.clone(),
         site: zone.spec.site.clone(),
@@ -127,7 +127,15 @@ async fn observe(zone: &CephZone, ctx: &Context, deleting: bool) -> Result<Obser
         sync,
         previous: zone.status.clone(),
         deleting,
-    })
+        period_master: None,
+    };
+    if let Some(site) = plan::period_master_site_to_read(&zone.spec, &observed) {
+        observed.period_master = Some(match ctx.agent(&namespace, &site).await {
+            Ok(agent) => agent.rgw_realm(&zone.spec.realm).await,
+            Err(e) => Err(e.into_agent_error(&site)),
+        });
+    }
+    Ok(observed)
 }
 
 async fn realm_context(zone: &CephZone, ctx: &Context, realm: Option<&CephRealm>) -> Result<RealmContext> {

@@ -250,7 +250,7 @@ impl RgwWorld {
         let receivers: Vec<String> = self
             .sites
             .keys()
-            .filter(|s| s.as_str() == site || self.reachable(s))
+            .filter(|s| s.as_str() == site || s.as_str() == authority || self.receives_push(s, &period))
             .cloned()
             .collect();
         for receiver in receivers {
@@ -259,6 +259,19 @@ impl RgwWorld {
             }
         }
         Ok(())
+    }
+
+    /// RGW pushes a committed period to the zones in it only: a site whose zone it removed keeps the old one.
+    fn receives_push(&self, site: &str, period: &CommittedPeriod) -> bool {
+        let hosts_a_zone_of = |copy: &RealmCopy| {
+            let mut zones = period
+                .config
+                .zone_groups
+                .values()
+                .flat_map(|g| g.info.zones.iter());
+            zones.any(|z| copy.zones.contains_key(&z.name))
+        };
+        self.reachable(site) && self.realm(site).is_some_and(hosts_a_zone_of)
     }
 
     /// `realm pull` (creating the realm here) or `period pull` from the cluster serving `url`.

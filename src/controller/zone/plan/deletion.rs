@@ -92,34 +92,70 @@ fn steps(spec: &CephZoneSpec, observed: &Observed, view: &ZoneView) -> Result<Ve
         ));
     };
     let commit = on_site(master_site, Step::CommitPeriod { realm: realm.clone() });
-    if !view.is_period_master() {
-        return Ok(if master_site == observed.site {
-            vec![delete_zone(master_site), commit]
-        } else {
-            vec![delete_zone(master_site), commit, delete_zone(&observed.site)]
-        });
-    }
-    let members = others(&mut view.zone_group.iter().flat_map(|g| g.zones.iter()));
-    if !members.is_empty() {
-        return Err(format!(
-            "master zone {zone} of zonegroup {} cannot be deleted while its other zones exist: {}",
-            spec.zone_group,
-            members.join(", ")
-        ));
-    }
-    let delete_group = on_site(
-        master_site,
-        Step::DeleteZoneGroup {
-            realm: realm.clone(),
-            zone_group: spec.zone_group.clone(),
-        },
-    );
-    // The zone leaves its zonegroup before the zonegroup goes, where both live on one site.
-    Ok(if master_site == observed.site {
-        vec![delete_zone(master_site), delete_group, commit]
+    let master_view = if master_site == observed.site {
+        *view
     } else {
-        vec![delete_group, commit, delete_zone(&observed.site)]
-    })
+        match &observed.period_master {
+            Some(Ok(state)) => ZoneView::of(state, &spec.zone_group, zone),
+            Some(Err(error)) => {
+                return Err(format!(
+                    "cannot read realm {realm} on site {master_site}, where zone {zone} leaves the period: {error}"
+                ))
+            }
+            None => return Err(format!("realm {realm} on site {master_site} is not read yet")),
+        }
+    };
+    let mut steps = match master_view.in_period {
+        None => Vec::new(),
+        Some(_) if !master_view.is_period_master() => vec![delete_zone(master_site), commit],
+        Some(_) => {
+            let members = others(&mut master_view.zone_group.iter().flat_map(|g| g.zones.iter()));
+            if !members.is_empty() {
+                return Err(format!(
+                    "master zone {zone} of zonegroup {} cannot be deleted while its other zones exist: {}",
+                    spec.zone_group,
+                    members.join(", ")
+                ));
+            }
+            let delete_group = on_site(
+                master_site,
+                Step::DeleteZoneGroup {
+                    realm: realm.clone(),
+                    zone_group: spec.zone_group.clone(),
+                },
+            );
+            // The zone leaves its zonegroup before the zonegroup goes, where both live on one site.
+            if master_site == observed.site {
+                vec![delete_zone(master_site), delete_group, commit]
+            } else {
+                vec![delete_group, commit]
+            }
+        }
+    };
+    if master_site != observed.site {
+        steps.extend(view.local.map(|_| delete_zone(&observed.site)));
+    }
+    Ok(steps)
+}
+
+/// The site whose realm the cleanup must read besides the zone's own: the period master zone's, when the zone
+/// lives elsewhere. RGW pushes a commit only to the zones of the new period, so the zone's own site keeps the
+/// period from before the zone left it; only the master's copy tells whether it has.
+pub(super) fn period_master_site_to_read(
+    spec: &CephZoneSpec,
+    observed: &Observed,
+    view: &ZoneView,
+) -> Option<String> {
+    if spec.deletion_policy == DeletionPolicy::Retain || view.in_period.is_none() {
+        return None;
+    }
+    let period = view.period?;
+    if period.master_zone == observed.zone {
+        return None;
+    }
+    period_master_site(&observed.context, view)
+        .filter(|site| *site != observed.site)
+        .map(str::to_string)
 }
 
 /// The site of the period's master zone (as the zone's site has the period), or else of the declared one.

@@ -236,7 +236,11 @@ fn changed_endpoints_update_the_zone_and_commit() {
     let plan = fleet.plan_zone("us-west");
     assert_eq!(
         rendered(&plan.plan.steps),
-        ["create-zone prod/us/us-west@site-b", "commit-period prod@site-b"]
+        [
+            "pull-period prod from http://us-east.rgw.example:8080@site-b",
+            "create-zone prod/us/us-west@site-b",
+            "commit-period prod@site-b"
+        ]
     );
     fleet.apply(&plan.plan.steps).unwrap();
     assert!(fleet.plan_zone("us-west").plan.steps.is_empty());
@@ -259,7 +263,11 @@ fn a_read_only_change_modifies_the_zone_and_commits() {
     fleet.zone_object_mut("us-west").spec.read_only = true;
     let plan = fleet.plan_zone("us-west");
     assert_eq!(
-        plan.plan.steps,
+        rendered(&plan.plan.steps[..1]),
+        ["pull-period prod from http://us-east.rgw.example:8080@site-b"]
+    );
+    assert_eq!(
+        plan.plan.steps[1..],
         [
             SiteStep::new(
                 "site-b",
@@ -301,7 +309,11 @@ fn a_zone_object_lost_on_its_site_is_created_again_and_committed() {
     let plan = fleet.plan_zone("us-west");
     assert_eq!(
         rendered(&plan.plan.steps),
-        ["create-zone prod/us/us-west@site-b", "commit-period prod@site-b"]
+        [
+            "pull-period prod from http://us-east.rgw.example:8080@site-b",
+            "create-zone prod/us/us-west@site-b",
+            "commit-period prod@site-b"
+        ]
     );
     fleet.apply(&plan.plan.steps).unwrap();
     let after = fleet.plan_zone("us-west");
@@ -310,6 +322,44 @@ fn a_zone_object_lost_on_its_site_is_created_again_and_committed() {
         "the new incarnation is committed: {:?}",
         rendered(&after.plan.steps)
     );
+}
+
+#[test]
+fn a_commit_from_a_site_that_missed_a_period_pulls_it_first_and_keeps_what_others_committed() {
+    let mut fleet = pair().zone(zone("us-south", "site-c")).converged();
+    // us-west moves while site-c is cut off: the commit's push does not reach site-c.
+    fleet.world.site_mut("site-c").unreachable = Some("connection refused".into());
+    fleet.zone_object_mut("us-west").spec.endpoints = vec!["http://us-west-lb.example:80".into()];
+    let moved = fleet.plan_zone("us-west");
+    fleet.apply(&moved.plan.steps).unwrap();
+    fleet.world.site_mut("site-c").unreachable = None;
+
+    fleet.zone_object_mut("us-south").spec.read_only = true;
+    let plan = fleet.plan_zone("us-south");
+    assert_eq!(
+        rendered(&plan.plan.steps),
+        [
+            "pull-period prod from http://us-east.rgw.example:8080@site-c",
+            "modify-zone prod/us/us-south@site-c",
+            "commit-period prod@site-c"
+        ]
+    );
+    fleet.apply(&plan.plan.steps).unwrap();
+    let period = fleet.world.state("site-a").unwrap().period.unwrap();
+    let zone = |name: &str| {
+        period.zone_groups[0]
+            .zones
+            .iter()
+            .find(|z| z.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        zone("us-west").endpoints,
+        ["http://us-west-lb.example:80"],
+        "us-west's move is kept"
+    );
+    assert!(zone("us-south").read_only);
 }
 
 #[test]
@@ -359,18 +409,54 @@ fn deleting_a_secondary_commits_its_removal_on_the_master_site_then_deletes_it_l
     );
     assert!(!plan.cleanup_complete);
     fleet.apply(&plan.plan.steps).unwrap();
-    for site in ["site-a", "site-b"] {
+    let period_zones = |site: &str| -> Vec<String> {
         let state = fleet.world.state(site).unwrap();
         let zones = &state.period.unwrap().zone_groups[0].zones;
-        assert!(
-            zones.iter().all(|z| z.name != "us-west"),
-            "{site} still has us-west in its period"
-        );
+        zones.iter().map(|z| z.name.clone()).collect()
+    };
+    assert_eq!(period_zones("site-a"), ["us-east"]);
+    // As on real Ceph: the commit went to the zones of the new period only, so site-b keeps the old one.
+    assert_eq!(period_zones("site-b"), ["us-east", "us-west"]);
+    for site in ["site-a", "site-b"] {
+        let state = fleet.world.state(site).unwrap();
         assert!(state.local_zones.iter().all(|z| z.name != "us-west"));
     }
     let done = fleet.plan_zone("us-west");
     assert!(done.plan.steps.is_empty());
     assert!(done.cleanup_complete);
+}
+
+#[test]
+fn deleting_a_secondary_while_the_master_site_is_unreachable_changes_nothing_and_keeps_the_finalizer() {
+    let mut fleet = converged_pair();
+    fleet.zone_object_mut("us-west").deleting = true;
+    fleet.world.site_mut("site-a").unreachable = Some("connection refused".into());
+    let plan = fleet.plan_zone("us-west");
+    assert_waits(
+        &plan.plan,
+        reason::WAITING_FOR_DEPENDENCY,
+        "cannot read realm prod on site site-a",
+    );
+    assert!(
+        plan.plan.steps.is_empty(),
+        "us-west stays on site-b until it has left the period"
+    );
+    assert!(!plan.cleanup_complete);
+}
+
+#[test]
+fn a_secondary_deleted_by_hand_on_its_site_is_still_taken_out_of_the_masters_period() {
+    let mut fleet = converged_pair();
+    fleet.zone_object_mut("us-west").deleting = true;
+    fleet.world.realm_mut("site-b").unwrap().zones.remove("us-west");
+    let plan = fleet.plan_zone("us-west");
+    assert_eq!(
+        rendered(&plan.plan.steps),
+        ["delete-zone prod/us/us-west@site-a", "commit-period prod@site-a"]
+    );
+    assert!(!plan.cleanup_complete);
+    fleet.apply(&plan.plan.steps).unwrap();
+    assert!(fleet.plan_zone("us-west").cleanup_complete);
 }
 
 #[test]
