@@ -288,6 +288,12 @@ fn invalid_on_create() -> Vec<Case> {
             "spec.concurrency in body should be greater than or equal to 1",
         ),
         c(
+            "failover giving up on an unreachable site at once",
+            failover,
+            json!({"spec": {"unreachableTimeoutSeconds": 0}}),
+            "spec.unreachableTimeoutSeconds in body should be greater than or equal to 10",
+        ),
+        c(
             "failover without target site",
             failover,
             json!({"spec": {"targetSite": null}}),

@@ -35,6 +35,11 @@ pub struct FailoverRequestSpec {
     /// Planned failover refuses to start while any image lags more than this.
     #[schemars(range(min = 0, max = 86400))]
     pub max_lag_seconds: Option<u32>,
+    /// Seconds a site the request needs may stay unreachable before the request fails (default 600). Once
+    /// the target may have taken over (a promote or period commit was handed out), the request waits for
+    /// as long as it takes instead: failing then could leave two primaries.
+    #[schemars(range(min = 10, max = 86400))]
+    pub unreachable_timeout_seconds: Option<u32>,
     /// How many images are demoted or promoted at once (default 16).
     #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<u32>,

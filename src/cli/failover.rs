@@ -53,9 +53,8 @@ pub enum FailoverCommand {
         /// Name of the request (default: generated from the action and the target site).
         #[arg(long)]
         name: Option<String>,
-        /// Refuse a planned failover while any image lags more than this.
-        #[arg(long)]
-        max_lag_seconds: Option<u32>,
+        #[command(flatten)]
+        limits: Limits,
         /// Follow the request until it completes (exit 0) or fails (exit 1).
         #[arg(long)]
         wait: bool,
@@ -66,6 +65,18 @@ pub enum FailoverCommand {
         /// The FailoverRequest's name.
         name: String,
     },
+}
+
+/// When a request gives up.
+#[derive(clap::Args, Debug, Default)]
+pub struct Limits {
+    /// Refuse a planned failover while any image lags more than this.
+    #[arg(long)]
+    pub max_lag_seconds: Option<u32>,
+    /// Fail once a site the request needs has been unreachable this long (default 600), unless the target
+    /// may already have taken over.
+    #[arg(long)]
+    pub unreachable_timeout_seconds: Option<u32>,
 }
 
 /// What a request asks for.
@@ -114,7 +125,13 @@ pub async fn run(args: &FailoverArgs, out: &mut impl Write) -> Result<()> {
             request,
             timeout_seconds,
         } => {
-            let created = create(&api, &namespace, new_request(request, None, true, None), out).await?;
+            let created = create(
+                &api,
+                &namespace,
+                new_request(request, None, true, &Limits::default()),
+                out,
+            )
+            .await?;
             let name = created.name_any();
             let listed = follow(&api, &namespace, &name, |r| listed_plan(r).transpose());
             let listed = tokio::time::timeout(Duration::from_secs(*timeout_seconds), listed)
@@ -129,10 +146,10 @@ pub async fn run(args: &FailoverArgs, out: &mut impl Write) -> Result<()> {
         FailoverCommand::Start {
             request,
             name,
-            max_lag_seconds,
+            limits,
             wait,
         } => {
-            let request = new_request(request, name.as_deref(), false, *max_lag_seconds);
+            let request = new_request(request, name.as_deref(), false, limits);
             let created = create(&api, &namespace, request, out).await?;
             match wait {
                 true => watch(&api, &namespace, &created.name_any(), out).await?,
@@ -153,7 +170,7 @@ pub fn new_request(
     args: &RequestArgs,
     name: Option<&str>,
     dry_run: bool,
-    max_lag_seconds: Option<u32>,
+    limits: &Limits,
 ) -> FailoverRequest {
     let plan = if dry_run { "plan-" } else { "" };
     FailoverRequest {
@@ -171,7 +188,8 @@ pub fn new_request(
                 rbd_mirror_pools: args.pools.clone(),
                 realms: args.realms.clone(),
             },
-            max_lag_seconds,
+            max_lag_seconds: limits.max_lag_seconds,
+            unreachable_timeout_seconds: limits.unreachable_timeout_seconds,
             concurrency: None,
             dry_run,
         },
@@ -334,17 +352,21 @@ mod tests {
             "emergency",
         ])
         .unwrap();
-        let named = new_request(&args, Some("rescue"), false, Some(30));
+        let limits = Limits {
+            max_lag_seconds: Some(30),
+            unreachable_timeout_seconds: Some(60),
+        };
+        let named = new_request(&args, Some("rescue"), false, &limits);
         assert_eq!(named.metadata.name.as_deref(), Some("rescue"));
         assert_eq!(named.metadata.generate_name, None);
         let spec = serde_json::to_value(&named.spec).unwrap();
         assert_eq!(
             spec,
             serde_json::json!({"action": "emergency", "targetSite": "site-b", "maxLagSeconds": 30,
-                "concurrency": null, "dryRun": false,
+                "unreachableTimeoutSeconds": 60, "concurrency": null, "dryRun": false,
                 "targets": {"rbdMirrorPools": ["rbd", "logs"], "realms": ["prod"]}})
         );
-        let dry = new_request(&args, None, true, None);
+        let dry = new_request(&args, None, true, &Limits::default());
         assert_eq!(
             dry.metadata.generate_name.as_deref(),
             Some("emergency-site-b-plan-")

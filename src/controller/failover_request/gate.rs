@@ -3,14 +3,14 @@
 
 use super::{
     ledger::{Ledger, Task},
-    plan::{reason, seconds_between, Ctx, Failure, Outcome, Run, SITE_UNREACHABLE, UNREACHABLE_DEADLINE},
+    plan::{reason, seconds_between, Ctx, Failure, Outcome, Run, SITE_UNREACHABLE},
 };
 use crate::{
     agent::AgentError,
     api::failover_request::{FailoverAction, StepState},
 };
 
-/// Sites the request needs must answer. Unreachable ones are waited out up to [`UNREACHABLE_DEADLINE`]
+/// Sites the request needs must answer. Unreachable ones are waited out up to `unreachableTimeoutSeconds`
 /// (nothing runs meanwhile: a planned promote must not go ahead while the source cannot confirm it is
 /// demoted), or for as long as it takes once the target may have taken over (see [`took_over`]); any
 /// other error (including a step the reconciler saw fail there) fails the request.
@@ -40,7 +40,7 @@ pub(super) fn gate(ctx: &Ctx, run: &mut Run) -> Option<Outcome> {
         .map_or(ctx.now, |c| c.last_transition_time.0);
     let for_seconds = seconds_between(ctx.now, since);
     let gives_up = !took_over(&run.ledger);
-    if for_seconds < UNREACHABLE_DEADLINE.as_secs() || !gives_up {
+    if for_seconds < ctx.unreachable_timeout() || !gives_up {
         return Some(Outcome::Unreachable {
             site: site.to_string(),
             reason: error.reason(),

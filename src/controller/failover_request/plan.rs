@@ -59,8 +59,8 @@ pub mod reason {
     pub const UNREACHABLE_TOO_LONG: &str = "UnreachableTooLong";
 }
 
-/// How long a site may stay unreachable after the preflight before the request fails.
-pub const UNREACHABLE_DEADLINE: Duration = Duration::from_secs(600);
+/// How long a site may stay unreachable after the preflight before the request fails, unless the spec says.
+const UNREACHABLE_TIMEOUT_SECONDS: u32 = 600;
 const DEFAULT_CONCURRENCY: u32 = 16;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -236,6 +236,14 @@ impl Ctx<'_> {
         self.spec.action
     }
 
+    /// Seconds an unreachable site is waited out before the request fails.
+    pub(super) fn unreachable_timeout(&self) -> u64 {
+        self.spec
+            .unreachable_timeout_seconds
+            .unwrap_or(UNREACHABLE_TIMEOUT_SECONDS)
+            .into()
+    }
+
     pub(super) fn needs_peer(&self) -> bool {
         needs_peer(self.spec.action)
     }
@@ -328,7 +336,7 @@ pub(super) enum Outcome {
         reason: &'static str,
         error: String,
         for_seconds: u64,
-        /// Whether the request fails once the site stays away past [`UNREACHABLE_DEADLINE`].
+        /// Whether the request fails once the site stays away past its `unreachableTimeoutSeconds`.
         gives_up: bool,
     },
     Failed(Failure),

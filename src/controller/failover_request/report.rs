@@ -6,10 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{
     ledger::{Ledger, Target, Task},
-    plan::{
-        reason, Ctx, Outcome, Run, Transition, BLOCKED, DRY_RUN, RESYNC_REQUIRED, SITE_UNREACHABLE,
-        UNREACHABLE_DEADLINE,
-    },
+    plan::{reason, Ctx, Outcome, Run, Transition, BLOCKED, DRY_RUN, RESYNC_REQUIRED, SITE_UNREACHABLE},
 };
 use crate::api::{
     conditions::{self, reason as common_reason},
@@ -92,7 +89,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
             gives_up,
         } => {
             let retrying = if *gives_up {
-                format!("retrying for up to {} s", UNREACHABLE_DEADLINE.as_secs())
+                format!("retrying for up to {} s", ctx.unreachable_timeout())
             } else {
                 format!(
                     "site {} may already have taken over, so the request waits for site {site} to come \

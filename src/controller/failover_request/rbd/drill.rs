@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     super::{
         check::{CheckedCopy, CopyCheck, SiteSnapshot},
-        plan::{seconds_between, Ctx, Eval, UNREACHABLE_DEADLINE},
+        plan::{seconds_between, Ctx, Eval},
     },
     evidence::{is_primary, newest_copy, Seen},
 };
@@ -77,7 +77,7 @@ pub(super) fn verify_copy(ctx: &Ctx, sides: Sides, since: Option<Timestamp>) -> 
         None => Eval::Check(check),
         Some(result) => {
             let retrying_for = since.map_or(0, |t| seconds_between(ctx.now, t));
-            judge(&label, result, retrying_for < UNREACHABLE_DEADLINE.as_secs())
+            judge(&label, result, retrying_for < ctx.unreachable_timeout())
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn request(action: FailoverAction, target: &str) -> FailoverRequestSpec {
             realms: Vec::new(),
         },
         max_lag_seconds: None,
+        unreachable_timeout_seconds: None,
         concurrency: None,
         dry_run: false,
     }

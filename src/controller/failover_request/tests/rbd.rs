@@ -7,7 +7,7 @@ use crate::{
     agent::{AgentError, ImageMirrorMode, Step},
     api::{
         conditions::{reason as common, READY, STALLED},
-        failover_request::{FailoverAction, FailoverPhase, StepState, StepStatus},
+        failover_request::{FailoverAction, FailoverPhase, FailoverRequestSpec, StepState, StepStatus},
     },
     controller::failover_request::plan::{
         needs_site, next, reason, BLOCKED, DRY_RUN, RESYNC_REQUIRED, SITE_UNREACHABLE,
@@ -186,6 +186,34 @@ fn planned_failover_fails_after_the_unreachable_deadline_and_suggests_an_emergen
         .message
         .as_deref()
         .is_some_and(|m| m.starts_with("not confirmed")));
+}
+
+#[test]
+fn the_specs_unreachable_timeout_bounds_how_long_a_source_outage_is_waited_out() {
+    let lab = snapshots();
+    let mut req = Request::new(FailoverRequestSpec {
+        unreachable_timeout_seconds: Some(30),
+        ..request(FailoverAction::Planned, B)
+    });
+    while req.status.phase != FailoverPhase::Syncing {
+        lab.reconcile(&mut req);
+    }
+    lab.world.set_down(A, true);
+    let down_at = lab.clock.now();
+    lab.reconcile(&mut req);
+    let waiting = &req.condition(SITE_UNREACHABLE).expect("SiteUnreachable").message;
+    assert!(waiting.contains("retrying for up to 30 s"), "{waiting}");
+
+    lab.run_to_end(&mut req);
+    let failed_at = req.status.completed_at.as_ref().expect("completedAt").0;
+    let waited = (failed_at - down_at).get_seconds();
+    assert!((30..=40).contains(&waited), "failed after {waited} s");
+    assert_eq!(req.status.phase, FailoverPhase::Failed);
+    assert_eq!(failure_reason(&req), reason::UNREACHABLE_TOO_LONG);
+    assert!(
+        !lab.is_primary(B, "db"),
+        "nothing promoted while A cannot confirm"
+    );
 }
 
 #[test]
