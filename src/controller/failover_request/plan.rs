@@ -181,24 +181,45 @@ pub fn next(
 pub type ImageReads = BTreeMap<String, BTreeSet<String>>;
 
 /// Which images of its pools the next call on `status` reads; `None` for every image of every pool (the
-/// preflight lists the pools). Afterwards a call reads only the images with rows still to settle, the
-/// ones it can act on or wait for, and the verification every image of the plan: reading the images of a
-/// pool costs processes per image on a real site.
-pub fn images_to_read(status: &FailoverRequestStatus) -> Option<ImageReads> {
+/// preflight lists the pools). Afterwards a call reads, of the images with rows still to settle in the
+/// current phase, those with a row under way or waiting on Ceph, and as many with an action yet to start as
+/// the concurrency limit lets start now; the verification reads every image of the plan. Reading the images
+/// of a pool costs processes per image on a real site, so a 100-image request reads 16 at a time, not 100.
+pub fn images_to_read(spec: &FailoverRequestSpec, status: &FailoverRequestStatus) -> Option<ImageReads> {
     if matches!(status.phase, FailoverPhase::Pending | FailoverPhase::Preflight) {
         return None;
     }
     let ledger = Ledger::parse(&status.steps).ok()?;
-    let every = status.phase == FailoverPhase::Verifying;
     let mut reads = ImageReads::new();
-    for (i, entry) in ledger.entries().iter().enumerate() {
+    let mut read = |entry: &Entry| {
         if let Target::Image { pool, image, .. } = &entry.target {
-            let images = reads.entry(pool.clone()).or_default();
-            if every || !ledger.is_settled(i) {
-                images.insert(image.clone());
-            }
+            reads.entry(pool.clone()).or_default().insert(image.clone());
+        }
+    };
+    if status.phase == FailoverPhase::Verifying {
+        ledger.entries().iter().for_each(&mut read);
+        return Some(reads);
+    }
+    let mut startable = Vec::new();
+    let mut in_flight = 0;
+    for group in ledger.subjects_in(status.phase) {
+        let Some(&next) = group.iter().find(|&&i| !ledger.is_settled(i)) else {
+            continue;
+        };
+        let entry = ledger.entry(next);
+        if !matches!(entry.target, Target::Image { .. }) {
+            continue;
+        }
+        let acts = entry.task.is_action();
+        if ledger.state(next) == StepState::Running || !acts {
+            in_flight += usize::from(acts);
+            read(entry);
+        } else {
+            startable.push(entry);
         }
     }
+    let free = concurrency(spec).saturating_sub(in_flight);
+    startable.into_iter().take(free).for_each(read);
     Some(reads)
 }
 
@@ -449,7 +470,13 @@ struct Proposal {
 fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
     let mut proposals = Vec::new();
     let mut waits = Vec::new();
+    // Subjects with rows to settle that this call did not read (see `images_to_read`): a later call will.
+    let mut unread = 0;
     for group in run.ledger.subjects_in(phase) {
+        if !read(ctx, &run.ledger.entry(group[0]).target.subject()) {
+            unread += usize::from(group.iter().any(|&i| !run.ledger.is_settled(i)));
+            continue;
+        }
         for i in group {
             if run.ledger.is_settled(i) {
                 continue;
@@ -501,7 +528,7 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
     let concurrency = concurrency(ctx.spec);
     let in_flight = proposals.iter().filter(|p| p.on_image && p.was_running).count();
     let mut free = concurrency.saturating_sub(in_flight);
-    let (mut emitted, mut queued) = (0, 0);
+    let (mut emitted, mut queued) = (0, unread);
     for proposal in proposals {
         let runs_now = !proposal.on_image || proposal.was_running || free > 0;
         if !runs_now {

@@ -199,7 +199,7 @@ async fn observe(
 ) -> Result<Observed> {
     let namespace = request.namespace().unwrap_or_default();
     let targets = &request.spec.targets;
-    let reads = plan::images_to_read(status);
+    let reads = plan::images_to_read(&request.spec, status);
     let mut pools = Vec::new();
     let pool_api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &namespace);
     for name in &targets.rbd_mirror_pools {

@@ -316,7 +316,7 @@ impl Lab {
     /// What `next` returns now for `request`, with the step failures and copy checks of its last run fed
     /// back.
     pub fn plan(&self, request: &Request) -> Transition {
-        let reads = images_to_read(&request.status);
+        let reads = images_to_read(&request.spec, &request.status);
         let mut observed = self.observe_images(&request.blocking, reads);
         for (site, error) in &request.failures {
             observed.record_step_failure(site, error);
