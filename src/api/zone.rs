@@ -50,8 +50,8 @@ pub struct CephZoneSpec {
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("zoneName is immutable"))]
     pub zone_name: Option<String>,
-    /// Whether this zone is the zonegroup's master. Moving the master is done by a `FailoverRequest` or by
-    /// changing this field on both zones.
+    /// Whether this zone is the zonegroup's master when it joins. Afterwards only a `FailoverRequest` moves
+    /// the master (`status.role` says where it is); changing this field then does not.
     #[serde(default)]
     pub master: bool,
     /// URLs of the zone's RGW endpoints, as other zones reach them.

@@ -47,6 +47,8 @@ pub struct Observed {
     /// The realm on the master zone's site, with the sync policy of each zonegroup; `Err` says why it could
     /// not be observed. `None` when no master zone is known (nothing to observe yet).
     pub master_site: Option<Result<(RgwRealmState, Vec<ZoneGroupPolicy>), AgentError>>,
+    /// The period's master zone as the realm's status last recorded it (see [`acting_master`]).
+    pub last_master: Option<String>,
     /// `CephSite`s whose cluster still holds the realm, observed while deleting. Once the last `CephZone`
     /// is gone the master site can no longer be told from the zones, so the reconciler names the sites to
     /// remove the realm from (the former master's, and any that pulled a copy).
@@ -90,6 +92,24 @@ pub fn plan(spec: &CephRealmSpec, observed: &Observed, _now: Timestamp) -> Realm
     health.into_plan(steps, status_of(state))
 }
 
+/// The zone whose site the realm is run from: the period's master zone as the realm's status last saw it,
+/// when it is a `CephZone` of the master zonegroup (a FailoverRequest may have moved it there), else the
+/// master zone the `CephZone`s declare. Metadata changes belong on the metadata master; another site would
+/// forward its commits from its own, possibly stale, copy of the zonegroups.
+pub fn acting_master<'a>(
+    spec: &CephRealmSpec,
+    zones: &'a [MemberZone],
+    last_master: Option<&str>,
+) -> Option<&'a MemberZone> {
+    let master_group = &spec.master_zone_group()?.name;
+    let committed = last_master.and_then(|name| {
+        zones
+            .iter()
+            .find(|z| z.zone == name && z.zone_group == *master_group)
+    });
+    committed.or_else(|| zone_group_master(zones, master_group))
+}
+
 /// The master zone of the master zonegroup and what its site reports, or why the realm cannot be planned.
 fn master_site<'a>(
     spec: &CephRealmSpec,
@@ -104,7 +124,7 @@ fn master_site<'a>(
             "no zoneGroup has master: true",
         ));
     };
-    let Some(master) = zone_group_master(&observed.zones, &master_group.name) else {
+    let Some(master) = acting_master(spec, &observed.zones, observed.last_master.as_deref()) else {
         return Err(Health::progressing(
             reason::WAITING_FOR_DEPENDENCY,
             format!("no CephZone is master of zonegroup {}", master_group.name),
@@ -290,8 +310,9 @@ fn canonical(groups: &[SyncGroup]) -> Vec<SyncGroup> {
     groups
 }
 
-/// Ready once every declared zonegroup is committed with the master zone its `CephZone`s name and with the
-/// zones its policy names; policies were compared while planning (no steps means they are equal).
+/// Ready once every declared zonegroup is committed with one of its `CephZone`s as master (the declared one,
+/// or another a failover moved it to) and with the zones its policy names; policies were compared while
+/// planning (no steps means they are equal).
 fn readiness(spec: &CephRealmSpec, zones: &[MemberZone], state: &RgwRealmState) -> Health {
     let Some(period) = &state.period else {
         return Health::progressing(reason::PROGRESSING, "the realm has no period yet");
@@ -308,7 +329,12 @@ fn readiness(spec: &CephRealmSpec, zones: &[MemberZone], state: &RgwRealmState) 
             .iter()
             .find(|g| g.name == group.name)
             .map(|g| &g.master_zone);
-        if committed_master != Some(&master.zone) {
+        let is_member = |name: &String| {
+            zones
+                .iter()
+                .any(|z| z.zone == *name && z.zone_group == group.name)
+        };
+        if !committed_master.is_some_and(is_member) {
             return Health::progressing(
                 reason::WAITING_FOR_DEPENDENCY,
                 format!(

@@ -89,11 +89,9 @@ async fn converge(realm: &CephRealm, ctx: &Context, deleting: bool) -> Result<Ac
 /// Observes the realm on the site of the master zone of the master zonegroup, when one is declared.
 async fn observe(realm: &CephRealm, ctx: &Context, deleting: bool) -> Observed {
     let zones = member_zones(realm, ctx.stores.zones.state().iter().map(AsRef::as_ref));
-    let master_group = realm.spec.master_zone_group().map(|g| g.name.clone());
-    let master_site = zones
-        .iter()
-        .find(|z| z.master && Some(&z.zone_group) == master_group.as_ref())
-        .map(|z| z.site.clone());
+    let last_master = realm.status.as_ref().and_then(|s| s.master_zone.clone());
+    let master_site =
+        plan::acting_master(&realm.spec, &zones, last_master.as_deref()).map(|z| z.site.clone());
     let master_state = match master_site {
         None => None,
         Some(site) => Some(observe_site(realm, ctx, &site).await),
@@ -107,6 +105,7 @@ async fn observe(realm: &CephRealm, ctx: &Context, deleting: bool) -> Observed {
         realm: realm.name_any(),
         zones,
         master_site: master_state,
+        last_master,
         sites_holding_realm,
         deleting,
     }

@@ -132,8 +132,11 @@ impl Fleet {
 
     /// What the CephRealm reconciler observes.
     pub fn realm_observed(&self) -> realm_plan::Observed {
-        let master_site = self.realm_master().map(|master| {
-            let state = self.world.state(&master.spec.site)?;
+        let zones = self.member_zones();
+        let last_master = self.realm_status.master_zone.clone();
+        let acting = realm_plan::acting_master(&self.realm, &zones, last_master.as_deref());
+        let master_site = acting.map(|master| {
+            let state = self.world.state(&master.site)?;
             let committed: Vec<String> = self
                 .realm
                 .zone_groups
@@ -144,7 +147,7 @@ impl Fleet {
                     period.is_some_and(|p| p.zone_groups.iter().any(|g| g.name == *name))
                 })
                 .collect();
-            let policies = self.world.policies(&master.spec.site, &committed);
+            let policies = self.world.policies(&master.site, &committed);
             Ok((state, policies))
         });
         let sites_holding_realm = if self.realm_deleting {
@@ -159,8 +162,9 @@ impl Fleet {
         };
         realm_plan::Observed {
             realm: REALM.into(),
-            zones: self.member_zones(),
+            zones,
             master_site,
+            last_master,
             sites_holding_realm,
             deleting: self.realm_deleting,
         }

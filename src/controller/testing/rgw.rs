@@ -9,7 +9,7 @@
 //! - the system user is created on the metadata master (the period's master zone) and reaches the others
 //!   by metadata sync, here at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 mod steps;
 
@@ -266,19 +266,27 @@ impl RgwWorld {
             .map(|(name, _)| name.clone())
     }
 
-    /// Users a cluster knows: its own, and the metadata master's once it syncs metadata (a local zone in the
-    /// period, the master zone elsewhere).
+    /// Users a cluster knows: its own, and once it syncs metadata (a local zone in the period) those of every
+    /// other site with a zone in the period: metadata sync has copied them from the master, which keeps them
+    /// when a failover moves the master elsewhere.
     fn visible_users(&self, site: &str) -> Vec<(String, SystemKeys)> {
         let model = self.site(site);
         let mut users: Vec<(String, SystemKeys)> =
             model.users.iter().map(|(u, k)| (u.clone(), k.clone())).collect();
-        let master_host = model.realm.as_ref().and_then(|realm| {
-            let period = realm.period.as_ref()?;
-            let syncs = realm.zones.keys().any(|z| realm.in_period(z));
-            let host = self.zone_host(&realm.id, &period.config.master_zone)?;
-            (syncs && host != site).then_some(host)
-        });
-        if let Some(host) = master_host {
+        let Some(realm) = model
+            .realm
+            .as_ref()
+            .filter(|r| r.zones.keys().any(|z| r.in_period(z)))
+        else {
+            return users;
+        };
+        let zones = realm.period.iter().flat_map(|p| p.config.zone_groups.values());
+        let hosts: BTreeSet<String> = zones
+            .flat_map(|g| g.info.zones.iter())
+            .filter_map(|z| self.zone_host(&realm.id, &z.name))
+            .filter(|host| host != site)
+            .collect();
+        for host in hosts {
             users.extend(self.site(&host).users.iter().map(|(u, k)| (u.clone(), k.clone())));
         }
         users

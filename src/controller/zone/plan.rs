@@ -260,6 +260,14 @@ impl<'a> ZoneView<'a> {
         })
     }
 
+    /// The first endpoint of the period's master zone, which serves the current period.
+    fn period_master_endpoint(&self) -> Option<&'a str> {
+        let period = self.period?;
+        let mut zones = period.zone_groups.iter().flat_map(|g| g.zones.iter());
+        let master = zones.find(|z| z.name == period.master_zone)?;
+        master.endpoints.first().map(String::as_str)
+    }
+
     fn epoch(&self) -> u32 {
         self.period.map_or(0, |p| p.epoch)
     }
@@ -290,13 +298,15 @@ fn configuration_steps(
     // Set when another zone is the realm's master: this zone is then not the metadata master, and as master
     // of its own zonegroup it pulls the realm from that zone and creates its zonegroup itself.
     let realm_master = observed.context.realm_master.as_ref().filter(|m| m.zone != *zone);
-    // Where this zone pulls the realm and periods from: the zonegroup's master, or for the master of another
-    // zonegroup the realm's master (`prerequisites` holds secondaries back until their master is known).
-    let upstream = if spec.master {
+    // Where this zone pulls the realm and periods from: the period's master zone once there is a period
+    // (a failover may have moved it), before that the zonegroup's declared master, or for the master of
+    // another zonegroup the realm's (`prerequisites` holds secondaries back until their master is known).
+    let declared_upstream = if spec.master {
         realm_master.and_then(|m| m.endpoint.as_deref())
     } else {
         ready.master_endpoint
     };
+    let upstream = view.period_master_endpoint().or(declared_upstream);
     let has_realm = ready.state.realm_id.is_some();
     match upstream {
         Some(url) if !has_realm => steps.push(on_site(Step::PullRealm {
@@ -315,38 +325,35 @@ fn configuration_steps(
         }
         _ => {}
     }
-    if !spec.master && view.is_period_master() {
-        return Err(Health::progressing(
-            reason::WAITING_FOR_DEPENDENCY,
-            format!(
-                "zone {zone} is still master of zonegroup {} in period epoch {}; waiting for the new master zone \
-                 to take over",
-                spec.zone_group,
-                view.epoch()
-            ),
-        ));
-    }
     let endpoints_differ = view
         .in_period
         .is_some_and(|z| !same_endpoints(&z.endpoints, &spec.endpoints));
     let key_differs = view
         .local
         .is_some_and(|z| z.system_access_key.as_ref() != Some(&ready.keys.access_key));
-    let master_differs = spec.master && view.in_period.is_some() && !view.is_period_master();
+    // `master` places the zonegroup's master when the zone joins; from then on only a FailoverRequest moves
+    // it, so the period's word stands (re-asserting the spec would undo a failover).
+    let master = match view.in_period {
+        Some(_) => view.is_period_master(),
+        None => spec.master,
+    };
     let read_only_differs = view.in_period.is_some_and(|z| z.read_only != spec.read_only);
     let incarnation_differs = matches!((view.local, view.in_period), (Some(l), Some(p)) if l.id != p.id);
     let period_differs = view.in_period.is_none()
         || view.local.is_none()
         || endpoints_differ
-        || master_differs
         || read_only_differs
         || incarnation_differs;
     // A commit on a site without the master zone is staged from the site's own copy of the zonegroups and
     // replaces the master's period: the period is pulled first, or a zone that joined since this site last
     // heard would be dropped. It goes before any local change, which the pull would overwrite.
     let commit_is_forwarded = view.period.is_some_and(|period| {
-        let local = |name: &str| ready.state.local_zones.iter().any(|z| z.name == name);
-        !local(&period.master_zone) && (!spec.master || realm_master.is_some())
+        period.master_zone != *zone
+            && !ready
+                .state
+                .local_zones
+                .iter()
+                .any(|z| z.name == period.master_zone)
     });
     match upstream {
         Some(url) if period_differs && commit_is_forwarded => steps.push(on_site(Step::PullPeriod {
@@ -372,17 +379,17 @@ fn configuration_steps(
             zone_group: spec.zone_group.clone(),
             zone: zone.clone(),
             endpoints: spec.endpoints.clone(),
-            master: spec.master,
+            master,
             read_only: spec.read_only,
             keys: ready.keys.clone(),
         }));
-    } else if master_differs || read_only_differs {
+    } else if read_only_differs {
         steps.push(on_site(Step::ModifyZone {
             realm: realm.clone(),
             zone_group: spec.zone_group.clone(),
             zone: zone.clone(),
-            master: master_differs.then_some(true),
-            read_only: read_only_differs.then_some(spec.read_only),
+            master: None,
+            read_only: Some(spec.read_only),
         }));
     }
     if period_differs {
@@ -414,21 +421,23 @@ fn same_endpoints(current: &[String], desired: &[String]) -> bool {
 /// A configured zone is Ready once RGW answers sync status (a secondary; after a period commit RGW
 /// reloads and answers errors for a while).
 fn converged_health(spec: &CephZoneSpec, view: &ZoneView, answer: &sync::Answer) -> Health {
-    let role = if view.is_period_master() {
-        "master"
+    let master = view.is_period_master();
+    let role = if master { "master" } else { "secondary" };
+    let moved = if master == spec.master {
+        ""
     } else {
-        "secondary"
+        " (a FailoverRequest moved the master; spec.master only places it when the zone joins)"
     };
     match answer {
         sync::Answer::Failed(error) => Health::progressing(
             reason::PROGRESSING,
             format!("waiting for RGW to answer sync status: {error}"),
         ),
-        sync::Answer::NotAsked if !spec.master => {
+        sync::Answer::NotAsked if !master => {
             Health::progressing(reason::PROGRESSING, "waiting for RGW to answer sync status")
         }
         _ => Health::Ready(format!(
-            "zone is {role} of zonegroup {} at period epoch {}",
+            "zone is {role} of zonegroup {} at period epoch {}{moved}",
             spec.zone_group,
             view.epoch()
         )),

@@ -8,10 +8,10 @@ use crate::{
     agent::Step,
     api::{
         conditions::{reason, READY},
-        realm::SyncGroupStatus,
+        realm::{SyncGroupStatus, SyncPolicy},
     },
     controller::{
-        realm::plan::plan,
+        realm::plan::{acting_master, plan},
         testing::{
             agent_failures, assert_stalls, assert_waits, bucket_group, endpoint,
             fleet::{pair, Fleet},
@@ -328,18 +328,43 @@ fn a_master_site_that_cannot_be_read_waits_with_the_reason_of_the_failure() {
 }
 
 #[test]
-fn a_new_master_zone_not_yet_in_the_period_keeps_the_realm_unready() {
+fn after_a_failover_the_realm_is_run_from_the_new_master_and_stays_ready() {
     let mut fleet = converged(realm().build());
-    fleet.zone_object_mut("us-east").spec.master = false;
-    fleet.zone_object_mut("us-west").spec.master = true;
-    let plan = fleet.plan_realm();
-    assert_waits(
-        &plan.plan,
-        reason::WAITING_FOR_DEPENDENCY,
-        "does not have zone us-west as master of zonegroup us yet",
-    );
-    fleet.converge(false, 4).unwrap();
+    let modify = Step::ModifyZone {
+        realm: "prod".into(),
+        zone_group: "us".into(),
+        zone: "us-west".into(),
+        master: Some(true),
+        read_only: None,
+    };
+    let commit = Step::CommitPeriod { realm: "prod".into() };
+    fleet
+        .apply(&[SiteStep::new("site-b", modify), SiteStep::new("site-b", commit)])
+        .unwrap();
+    fleet.converge(false, 3).unwrap();
     assert_eq!(fleet.plan_realm().status.master_zone.as_deref(), Some("us-west"));
+    let observed = fleet.realm_observed();
+    let acting = acting_master(&fleet.realm, &observed.zones, observed.last_master.as_deref());
+    assert_eq!(
+        acting.map(|z| z.site.as_str()),
+        Some("site-b"),
+        "observed where the master now is"
+    );
+    let plan = fleet.plan_realm();
+    assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
+    assert_eq!(find(&plan.plan.conditions, READY).status, "True");
+
+    // A policy change then goes to the new master's site.
+    fleet.realm.zone_groups[0].sync_policy = Some(SyncPolicy {
+        groups: vec![mirror_group("all", &["us-east", "us-west"])],
+    });
+    let plan = fleet.plan_realm();
+    assert!(!plan.plan.steps.is_empty());
+    assert!(
+        plan.plan.steps.iter().all(|s| s.site == "site-b"),
+        "{:?}",
+        rendered(&plan.plan.steps)
+    );
 }
 
 #[test]

@@ -362,36 +362,69 @@ fn a_commit_from_a_site_that_missed_a_period_pulls_it_first_and_keeps_what_other
     assert!(zone("us-south").read_only);
 }
 
+/// What a planned RGW failover to site-b does: `us-west` made master by a commit on site-b.
+fn failed_over_to_west(fleet: &mut Fleet) {
+    let modify = Step::ModifyZone {
+        realm: "prod".into(),
+        zone_group: "us".into(),
+        zone: "us-west".into(),
+        master: Some(true),
+        read_only: None,
+    };
+    let commit = Step::CommitPeriod { realm: "prod".into() };
+    fleet
+        .apply(&[SiteStep::new("site-b", modify), SiteStep::new("site-b", commit)])
+        .unwrap();
+}
+
 #[test]
-fn a_secondary_made_master_takes_over_while_the_old_master_waits() {
+fn a_master_moved_by_a_failover_stays_where_it_is_whatever_spec_master_says() {
     let mut fleet = converged_pair();
+    failed_over_to_west(&mut fleet);
+    for name in ["us-east", "us-west"] {
+        let plan = fleet.plan_zone(name);
+        assert!(
+            plan.plan.steps.is_empty(),
+            "{name}: {:?}",
+            rendered(&plan.plan.steps)
+        );
+    }
+    assert_eq!(fleet.plan_zone("us-east").status.role, Some(ZoneRole::Secondary));
+    let west = fleet.plan_zone("us-west");
+    assert_eq!(west.status.role, Some(ZoneRole::Master));
+    let ready = find(&west.plan.conditions, READY);
+    assert_eq!(ready.status, "True");
+    assert!(
+        ready.message.contains("a FailoverRequest moved the master"),
+        "{}",
+        ready.message
+    );
+
+    // Declaring the new placement changes nothing in Ceph either.
     fleet.zone_object_mut("us-east").spec.master = false;
     fleet.zone_object_mut("us-west").spec.master = true;
-
-    let old = fleet.plan_zone("us-east");
-    assert_waits(
-        &old.plan,
-        reason::WAITING_FOR_DEPENDENCY,
-        "still master of zonegroup us",
-    );
-    let new = fleet.plan_zone("us-west");
-    assert_eq!(
-        rendered(&new.plan.steps),
-        ["modify-zone prod/us/us-west@site-b", "commit-period prod@site-b"]
-    );
-    assert!(matches!(
-        new.plan.steps[0].step,
-        Step::ModifyZone {
-            master: Some(true),
-            read_only: None,
-            ..
-        }
-    ));
     fleet.converge(true, 3).unwrap();
     let period = fleet.world.state("site-a").unwrap().period.unwrap();
     assert_eq!(period.master_zone, "us-west");
-    assert_eq!(fleet.plan_zone("us-east").status.role, Some(ZoneRole::Secondary));
-    assert_eq!(fleet.plan_zone("us-west").status.role, Some(ZoneRole::Master));
+}
+
+#[test]
+fn a_secondary_by_failover_pulls_the_period_from_the_new_master_before_its_forwarded_commit() {
+    let mut fleet = converged_pair();
+    failed_over_to_west(&mut fleet);
+    fleet.zone_object_mut("us-east").spec.read_only = true;
+    let plan = fleet.plan_zone("us-east");
+    assert_eq!(
+        rendered(&plan.plan.steps),
+        [
+            "pull-period prod from http://us-west.rgw.example:8080@site-a",
+            "modify-zone prod/us/us-east@site-a",
+            "commit-period prod@site-a"
+        ]
+    );
+    fleet.apply(&plan.plan.steps).unwrap();
+    let period = fleet.world.state("site-b").unwrap().period.unwrap();
+    assert_eq!(period.master_zone, "us-west", "the failover stands");
 }
 
 #[test]
