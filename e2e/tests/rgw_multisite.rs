@@ -2,7 +2,9 @@
 //! the realm, zonegroup, zones and sync user, commit the periods and pull the realm on B with keys the
 //! operator generated; the realm's sync policy replicates one bucket and not another: objects PUT on A in
 //! the enabled bucket read back identical from B, the other bucket's stay on A, and the secondary reports
-//! caught up. Deleting the secondary `CephZone` then takes it out of the period and off its site.
+//! caught up. Planned failovers move the master to B and back, with objects written on either master read
+//! back from the other site. Deleting the secondary `CephZone` then takes it out of the period and off its
+//! site.
 //!
 //! The policy is the shape Pacific honours for "only these buckets": the zonegroup's group `allowed` and an
 //! `enabled` bucket-level group per replicated bucket. A bucket-level `forbidden` group under an `enabled`
@@ -11,7 +13,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use cephdr::api::{conditions, zone::ZoneRole, CephRealm, CephZone};
+use cephdr::api::{
+    conditions,
+    failover_request::{FailoverPhase, FailoverRequest},
+    zone::ZoneRole,
+    CephRealm, CephZone,
+};
 use cephdr_e2e::{
     operator::OperatorStack, process::free_port, shared_ceph_sites, shared_control_plane, unique_name,
     CephSite,
@@ -55,6 +62,35 @@ async fn zone_ready(stack: &OperatorStack, name: &str, site: &CephSite) -> Resul
         })
         .await
         .with_context(|| rgw_state(site))
+}
+
+/// Polls `bucket` until `key` reads back as `body`; on failure the error carries `site`'s RGW log.
+async fn read_back(bucket: &s3::Bucket, key: &str, body: &[u8], site: &CephSite) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        match bucket.get_object(key).await {
+            Ok(got) if got.as_slice() == body => return Ok(()),
+            Ok(got) => bail!("{key} read back as {} other bytes", got.as_slice().len()),
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                bail!("{key} never read back: {error}; {}", site.daemon_log("rgw", 20))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// The id of `zone` as `site` knows it (periods name their master zone by id).
+fn zone_id(site: &CephSite, zone: &str) -> Result<String> {
+    let shown: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
+        "zone",
+        "get",
+        &format!("--rgw-realm={REALM}"),
+        &format!("--rgw-zone={zone}"),
+    ])?)?;
+    shown["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("zone get shows an id")
 }
 
 /// The realm as `radosgw-admin` shows it on `site`, for failure messages.
@@ -237,23 +273,7 @@ async fn realm_and_zones_replicate_the_bucket_their_policy_enables_and_not_anoth
     rand::rng().fill_bytes(&mut body);
     on_a[0].put_object("/2026/cat.jpg", &body).await?;
     let on_b = s3::Bucket::new(&name, region(&url_b), credentials(&keys)?)?.with_path_style();
-    let deadline = tokio::time::Instant::now() + CONVERGE;
-    loop {
-        match on_b.get_object("/2026/cat.jpg").await {
-            Ok(got) if got.as_slice() == body.as_slice() => break,
-            Ok(got) => bail!(
-                "B returned {} other bytes than were PUT on A",
-                got.as_slice().len()
-            ),
-            Err(error) if tokio::time::Instant::now() > deadline => {
-                bail!(
-                    "the object never reached B: {error}; {}",
-                    sites.b.daemon_log("rgw", 20)
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    }
+    read_back(&on_b, "/2026/cat.jpg", &body, &sites.b).await?;
 
     // The secondary reports its sync as caught up.
     let west = stack
@@ -314,6 +334,47 @@ async fn realm_and_zones_replicate_the_bucket_their_policy_enables_and_not_anoth
         kept_out.as_slice(),
         "the excluded object is on A"
     );
+
+    // The master moves to B by a planned failover of the realm, then back. The zones' own controllers leave
+    // it where the failover put it (their spec.master only places it when they join), and each time an
+    // object PUT on the new master reads back from the other site.
+    let zones = [
+        ("east", "site-a", &sites.a, &on_a[0]),
+        ("west", "site-b", &sites.b, &on_b),
+    ];
+    for (request, [(new_master, target, target_bed, writer), (old_master, _, reader_bed, reader)]) in [
+        ("geo-to-b", [zones[1], zones[0]]),
+        ("geo-to-a", [zones[0], zones[1]]),
+    ] {
+        stack
+            .ns
+            .create::<FailoverRequest>(json!({"metadata": {"name": request}, "spec": {
+                "action": "planned", "targetSite": target, "targets": {"realms": [REALM]}}}))
+            .await?;
+        let status = stack.finished(request).await?.status.context("status")?;
+        assert_eq!(status.phase, FailoverPhase::Completed, "{status:#?}");
+        for (zone, role) in [(new_master, ZoneRole::Master), (old_master, ZoneRole::Secondary)] {
+            stack
+                .ns
+                .wait::<CephZone>(zone, "its new role", CONVERGE, |z| {
+                    z.status.as_ref().is_some_and(|s| s.role == Some(role))
+                })
+                .await?;
+        }
+        let mut written = vec![0u8; 64 << 10];
+        rand::rng().fill_bytes(&mut written);
+        let key = format!("/after-{request}.bin");
+        writer.put_object(&key, &written).await?;
+        read_back(reader, &key, &written, reader_bed).await?;
+        let period = target_bed.radosgw_admin(&["period", "get", &format!("--rgw-realm={REALM}")])?;
+        assert!(
+            period.contains(&format!(
+                "\"master_zone\": \"{}\"",
+                zone_id(target_bed, new_master)?
+            )),
+            "{new_master} is still the master after the round trip: {period}"
+        );
+    }
 
     // Deleting the secondary (deletionPolicy Delete) takes it out of the period on A and off B; the master
     // and its data stay.
