@@ -1,6 +1,8 @@
 //! Planned failovers on two real Ceph sites under faults: the operator killed the moment a request enters
 //! each phase (agent calls cut off mid-step), and the source site's agent unreachable in the middle of the
-//! handover. Each run must end with exactly one primary holding every acknowledged write.
+//! handover; and every daemon of the source site killed as it is being demoted. Each run must end with
+//! exactly one primary holding every acknowledged write, or stop in a clear Failed state that an emergency
+//! request finishes.
 
 use std::time::Duration;
 
@@ -15,6 +17,10 @@ use cephdr_e2e::{
     process::random_hex,
 };
 use serde_json::json;
+use tokio::sync::RwLock;
+
+/// Tests share the two sites; one that takes a site down holds this exclusively.
+static SITES_IN_USE: RwLock<()> = RwLock::const_new(());
 
 /// The request's phase now (Pending until the operator first wrote a status).
 async fn phase_of(stack: &OperatorStack, name: &str) -> Result<FailoverPhase> {
@@ -60,6 +66,7 @@ async fn on_each_move(
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_failovers_survive_a_killed_operator_in_every_phase_and_an_unreachable_source() -> Result<()>
 {
+    let _shared = SITES_IN_USE.read().await;
     let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("faults-e2e").await?;
     let pool = format!("fx{}", random_hex(3)?);
     let spec = format!("{pool}/db");
@@ -172,6 +179,102 @@ async fn planned_failovers_survive_a_killed_operator_in_every_phase_and_an_unrea
         sites.a.image_checksum(&spec)?,
         acknowledged,
         "no acknowledged write lost"
+    );
+    Ok(())
+}
+
+/// Site A dies as a planned failover to B demotes it. The request cannot confirm the handover: it promotes
+/// nothing and fails after its `unreachableTimeoutSeconds`, pointing at an emergency, unless B had the
+/// demotion snapshot and was promoted first. An emergency then finishes it: B holds every acknowledged write
+/// (the demotion snapshot arrived) or the last synced snapshot, never a torn copy. Once A is back, a
+/// failback brings the primary home with what was written on B.
+#[tokio::test(flavor = "multi_thread")]
+async fn site_a_killed_mid_planned_failover_is_finished_by_an_emergency_then_failed_back() -> Result<()> {
+    let _alone = SITES_IN_USE.write().await;
+    let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("killed-a-e2e").await?;
+    let (a, b) = (&sites.a, &sites.b);
+    let pool = format!("ka{}", random_hex(3)?);
+    let spec = format!("{pool}/db");
+    let (_, replicated) = stack
+        .mirrored_image([a, b], "vm-disks", &pool, "db", 8, json!({}))
+        .await?;
+    a.write_some(&spec)?;
+    let acknowledged = a.image_checksum(&spec)?;
+
+    stack
+        .ns
+        .create::<FailoverRequest>(json!({"metadata": {"name": "interrupted"}, "spec": {
+            "action": "planned", "targetSite": "site-b", "targets": {"rbdMirrorPools": ["vm-disks"]},
+            "maxLagSeconds": 600, "unreachableTimeoutSeconds": 20}}))
+        .await?;
+    let mut killed_in = None;
+    on_each_move(&mut stack, "interrupted", async |_, phase| {
+        if killed_in.is_none() && phase >= FailoverPhase::Demoting {
+            killed_in = Some(phase);
+            a.kill_all()?;
+        }
+        Ok(())
+    })
+    .await?;
+    let interrupted = stack.finished("interrupted").await?.status.context("status")?;
+    let killed_in = killed_in.context("site A was killed mid-failover")?;
+    if interrupted.phase == FailoverPhase::Completed {
+        // B had the demotion snapshot before A died: the planned failover could finish alone.
+        assert!(b.is_primary(&spec)?, "{interrupted:#?}");
+        assert_eq!(
+            b.image_checksum(&spec)?,
+            acknowledged,
+            "no acknowledged write lost"
+        );
+    } else {
+        assert_eq!(interrupted.phase, FailoverPhase::Failed, "{interrupted:#?}");
+        let stalled = interrupted
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::STALLED)
+            .context("Stalled")?;
+        assert_eq!(stalled.reason, "UnreachableTooLong", "{interrupted:#?}");
+        assert!(stalled.message.contains("emergency"), "{}", stalled.message);
+        assert!(
+            interrupted
+                .steps
+                .iter()
+                .all(|s| s.name != "promote" || s.state == StepState::Pending),
+            "nothing promoted after A was killed in {killed_in:?}: {interrupted:#?}"
+        );
+        assert!(
+            !b.is_primary(&spec)?,
+            "B is not promoted by a planned failover it cannot confirm"
+        );
+
+        let rescued = stack
+            .failover("finish-on-b", "emergency", "site-b", "vm-disks")
+            .await?
+            .status
+            .context("emergency status")?;
+        assert_eq!(rescued.phase, FailoverPhase::Completed, "{rescued:#?}");
+        assert!(b.is_primary(&spec)?, "db force-promoted on B");
+        let on_b = b.image_checksum(&spec)?;
+        assert!(
+            on_b == acknowledged || on_b == replicated,
+            "B holds the demotion snapshot or the last one synced before it, not a torn copy"
+        );
+    }
+    b.write_some(&spec).context("B accepts writes")?;
+    let written_on_b = b.image_checksum(&spec)?;
+
+    a.restart_stopped()?;
+    let back = stack
+        .failover("back-to-a", "failback", "site-a", "vm-disks")
+        .await?
+        .status
+        .context("failback status")?;
+    assert_eq!(back.phase, FailoverPhase::Completed, "{back:#?}");
+    assert!(a.is_primary(&spec)? && !b.is_primary(&spec)?, "one primary, on A");
+    assert_eq!(
+        a.image_checksum(&spec)?,
+        written_on_b,
+        "the writes made on B are on A"
     );
     Ok(())
 }
