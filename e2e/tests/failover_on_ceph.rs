@@ -1,7 +1,8 @@
 //! FailoverRequests on two real Ceph sites: a drill proves by checksum that B holds what A wrote, changing
 //! nothing; a planned failover moves the primary to B with every acknowledged write there; with every daemon
 //! of site A killed a planned failover is refused and an emergency failover force-promotes B and says how
-//! much may be lost; failback brings the primary home once A returns, with what was written on B.
+//! much may be lost; once A returns a resync rebuilds it from B and a planned failover brings the primary
+//! home, with what was written on B.
 
 use anyhow::{Context as _, Result};
 use cephdr::api::{
@@ -149,7 +150,7 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn emergency_failover_with_site_a_killed_then_failback_when_it_returns() -> Result<()> {
+async fn emergency_failover_with_site_a_killed_then_resync_and_move_back_when_it_returns() -> Result<()> {
     let (stack, sites) = OperatorStack::on_rbd_mirror_sites("emergency-e2e").await?;
     let (a, b) = (&sites.a, &sites.b);
     let pool = format!("em{}", random_hex(3)?);
@@ -212,14 +213,22 @@ async fn emergency_failover_with_site_a_killed_then_failback_when_it_returns() -
     );
     assert!(!conditions::is_true(&status.conditions, conditions::STALLED));
 
-    // Site A returns (still primary: split brain): failback resyncs it from B and moves the primary home,
-    // with B's writes.
+    // Site A returns, still primary: a split brain. A resync from B demotes A and rebuilds it from B's copy
+    // while B stays primary; a planned failover then moves the primary home with B's writes.
     a.restart_stopped()?;
+    let resynced = stack
+        .failover("resync-a-from-b", "resync", "site-b", "vm-disks")
+        .await?
+        .status
+        .context("resync status")?;
+    assert_eq!(resynced.phase, FailoverPhase::Completed, "{resynced:#?}");
+    assert!(b.is_primary(&spec)? && !a.is_primary(&spec)?, "one primary, on B");
+    b.write_some(&spec)?;
     let written_on_b = b.image_checksum(&spec)?;
     let back = stack
-        .failover("back-to-a", "failback", "site-a", "vm-disks")
+        .failover("back-to-a", "planned", "site-a", "vm-disks")
         .await?;
-    let status = back.status.context("failback status")?;
+    let status = back.status.context("planned status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{:#?}", status);
     assert!(a.is_primary(&spec)?, "db is primary on A again");
     assert!(!b.is_primary(&spec)?, "and only there");

@@ -6,6 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{keys, rgw::RgwWorld, zone, ZoneBuilder, REALM};
 use crate::{
+    agent::Step,
     api::{
         conditions::merge,
         realm::{CephRealmSpec, CephRealmStatus},
@@ -279,6 +280,22 @@ impl Fleet {
             conditions,
             ..plan.status.clone()
         };
+    }
+
+    /// What a planned RGW failover does to zone `name`'s site: makes the zone master there and commits.
+    pub fn fail_over_zone(&mut self, name: &str) {
+        let zone = self.zone_object(name);
+        let (site, zone_group) = (zone.spec.site.clone(), zone.spec.zone_group.clone());
+        let modify = Step::ModifyZone {
+            realm: REALM.into(),
+            zone_group,
+            zone: name.into(),
+            master: Some(true),
+            read_only: None,
+        };
+        let commit = Step::CommitPeriod { realm: REALM.into() };
+        self.apply(&[SiteStep::new(&site, modify), SiteStep::new(&site, commit)])
+            .unwrap_or_else(|e| panic!("failing over to {name}: {e}"));
     }
 
     pub fn apply(&mut self, steps: &[SiteStep]) -> Result<(), String> {

@@ -298,15 +298,16 @@ fn configuration_steps(
     // Set when another zone is the realm's master: this zone is then not the metadata master, and as master
     // of its own zonegroup it pulls the realm from that zone and creates its zonegroup itself.
     let realm_master = observed.context.realm_master.as_ref().filter(|m| m.zone != *zone);
-    // Where this zone pulls the realm and periods from: the period's master zone once there is a period
-    // (a failover may have moved it), before that the zonegroup's declared master, or for the master of
-    // another zonegroup the realm's (`prerequisites` holds secondaries back until their master is known).
+    // Where this zone pulls the realm and periods from: the zonegroup's declared master, or for the master of
+    // another zonegroup the realm's (`prerequisites` holds secondaries back until their master is known); any
+    // zone in the period serves it. The declared master itself, made secondary by a failover, pulls from the
+    // period's master. Declared endpoints come first: the period may still hold stale ones.
     let declared_upstream = if spec.master {
         realm_master.and_then(|m| m.endpoint.as_deref())
     } else {
         ready.master_endpoint
     };
-    let upstream = view.period_master_endpoint().or(declared_upstream);
+    let upstream = declared_upstream.or_else(|| view.period_master_endpoint());
     let has_realm = ready.state.realm_id.is_some();
     match upstream {
         Some(url) if !has_realm => steps.push(on_site(Step::PullRealm {

@@ -330,17 +330,7 @@ fn a_master_site_that_cannot_be_read_waits_with_the_reason_of_the_failure() {
 #[test]
 fn after_a_failover_the_realm_is_run_from_the_new_master_and_stays_ready() {
     let mut fleet = converged(realm().build());
-    let modify = Step::ModifyZone {
-        realm: "prod".into(),
-        zone_group: "us".into(),
-        zone: "us-west".into(),
-        master: Some(true),
-        read_only: None,
-    };
-    let commit = Step::CommitPeriod { realm: "prod".into() };
-    fleet
-        .apply(&[SiteStep::new("site-b", modify), SiteStep::new("site-b", commit)])
-        .unwrap();
+    fleet.fail_over_zone("us-west");
     fleet.converge(false, 3).unwrap();
     assert_eq!(fleet.plan_realm().status.master_zone.as_deref(), Some("us-west"));
     let observed = fleet.realm_observed();

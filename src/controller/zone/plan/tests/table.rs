@@ -362,25 +362,10 @@ fn a_commit_from_a_site_that_missed_a_period_pulls_it_first_and_keeps_what_other
     assert!(zone("us-south").read_only);
 }
 
-/// What a planned RGW failover to site-b does: `us-west` made master by a commit on site-b.
-fn failed_over_to_west(fleet: &mut Fleet) {
-    let modify = Step::ModifyZone {
-        realm: "prod".into(),
-        zone_group: "us".into(),
-        zone: "us-west".into(),
-        master: Some(true),
-        read_only: None,
-    };
-    let commit = Step::CommitPeriod { realm: "prod".into() };
-    fleet
-        .apply(&[SiteStep::new("site-b", modify), SiteStep::new("site-b", commit)])
-        .unwrap();
-}
-
 #[test]
 fn a_master_moved_by_a_failover_stays_where_it_is_whatever_spec_master_says() {
     let mut fleet = converged_pair();
-    failed_over_to_west(&mut fleet);
+    fleet.fail_over_zone("us-west");
     for name in ["us-east", "us-west"] {
         let plan = fleet.plan_zone(name);
         assert!(
@@ -411,7 +396,7 @@ fn a_master_moved_by_a_failover_stays_where_it_is_whatever_spec_master_says() {
 #[test]
 fn a_secondary_by_failover_pulls_the_period_from_the_new_master_before_its_forwarded_commit() {
     let mut fleet = converged_pair();
-    failed_over_to_west(&mut fleet);
+    fleet.fail_over_zone("us-west");
     fleet.zone_object_mut("us-east").spec.read_only = true;
     let plan = fleet.plan_zone("us-east");
     assert_eq!(
