@@ -236,8 +236,13 @@ impl OperatorStack {
 
     /// The request once it is Completed or Failed.
     pub async fn finished(&self, name: &str) -> Result<FailoverRequest> {
+        self.finished_within(name, CONVERGE).await
+    }
+
+    /// [`finished`](Self::finished), waiting up to `timeout`.
+    pub async fn finished_within(&self, name: &str, timeout: Duration) -> Result<FailoverRequest> {
         self.ns
-            .wait::<FailoverRequest>(name, "finished", CONVERGE, |request| {
+            .wait::<FailoverRequest>(name, "finished", timeout, |request| {
                 request.status.as_ref().is_some_and(|s| s.phase.is_terminal())
             })
             .await

@@ -13,11 +13,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use cephdr::api::{failover_request::FailoverPhase, RbdMirrorPool};
-use cephdr_e2e::{
-    operator::{OperatorStack, CONVERGE},
-    process::run,
-    CephSite, CephSites, ControlPlane,
-};
+use cephdr_e2e::{operator::OperatorStack, process::run, CephSite, CephSites, ControlPlane};
 use clap::Parser;
 
 /// The `CephSite`s' `timeoutSeconds`: reading a pool costs two `rbd` processes per image, which for 100
@@ -33,6 +29,9 @@ struct Args {
     /// Size of each image in MiB (random bytes, mirrored before the measurements).
     #[arg(long, default_value_t = 4)]
     mib: usize,
+    /// How long cephdr's request, and the way back's wait for copies on A, may take at most.
+    #[arg(long, default_value_t = 900)]
+    timeout_seconds: u64,
 }
 
 struct Row {
@@ -122,13 +121,18 @@ fn shell_loop(from: &CephSite, to: &CephSite, pool: &str, images: &[String]) -> 
 
 /// Waits until site A has received a mirror snapshot of every image from site B, the state a planned move
 /// back starts from.
-async fn receiving_from_b(stack: &OperatorStack, name: &str, images: &[String]) -> Result<()> {
+async fn receiving_from_b(
+    stack: &OperatorStack,
+    name: &str,
+    images: &[String],
+    timeout: Duration,
+) -> Result<()> {
     stack
         .ns
         .wait::<RbdMirrorPool>(
             name,
             "site-a receiving every image from site-b",
-            CONVERGE,
+            timeout,
             |pool| {
                 pool.status.as_ref().is_some_and(|st| {
                     images.iter().all(|image| {
@@ -146,7 +150,13 @@ async fn receiving_from_b(stack: &OperatorStack, name: &str, images: &[String]) 
         .map(drop)
 }
 
-async fn measure(stack: &OperatorStack, sites: &CephSites, count: usize, mib: usize) -> Result<Row> {
+async fn measure(
+    stack: &OperatorStack,
+    sites: &CephSites,
+    count: usize,
+    mib: usize,
+    timeout: Duration,
+) -> Result<Row> {
     let (a, b) = (&sites.a, &sites.b);
     let name = format!("bench-{count}");
     let pool = format!("bench{count}");
@@ -159,9 +169,11 @@ async fn measure(stack: &OperatorStack, sites: &CephSites, count: usize, mib: us
     let acked = tokio::task::block_in_place(|| write_all(a, &pool, &images))?;
     eprintln!("{count} image(s): cephdr A → B");
     let start = Instant::now();
-    let done = stack
-        .failover(&format!("{name}-to-b"), "planned", "site-b", &name)
+    let request = format!("{name}-to-b");
+    stack
+        .request_failover(&request, "planned", "site-b", &name)
         .await?;
+    let done = stack.finished_within(&request, timeout).await?;
     let cephdr = start.elapsed().as_secs_f64();
     let status = done.status.context("status")?;
     ensure!(
@@ -170,7 +182,7 @@ async fn measure(stack: &OperatorStack, sites: &CephSites, count: usize, mib: us
     );
     tokio::task::block_in_place(|| check_moved(b, a, &pool, &images, &acked))?;
 
-    receiving_from_b(stack, &name, &images).await?;
+    receiving_from_b(stack, &name, &images, timeout).await?;
     let acked = tokio::task::block_in_place(|| write_all(b, &pool, &images))?;
     eprintln!("{count} image(s): shell loop B → A");
     let start = Instant::now();
@@ -214,7 +226,14 @@ async fn main() -> Result<()> {
     .await?;
     let mut rows = Vec::new();
     for &count in &args.images {
-        let row = measure(&stack, &sites, count, args.mib).await?;
+        let row = measure(
+            &stack,
+            &sites,
+            count,
+            args.mib,
+            Duration::from_secs(args.timeout_seconds),
+        )
+        .await?;
         eprintln!(
             "{count} image(s): cephdr {:.1} s (RTO {:?}), shell loop {:.1} s",
             row.cephdr, row.rto, row.shell
