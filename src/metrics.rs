@@ -39,6 +39,15 @@ struct ImageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferBytesLabels {
+    site: String,
+    pool: String,
+    image: String,
+    /// `changed` (the delta's extents) or `shipped` (on the wire).
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolSiteLabels {
     site: String,
     pool: String,
@@ -77,6 +86,8 @@ pub struct Metrics {
     rgw_zone_rpo: Family<ZoneLabels, Gauge>,
     rgw_metadata_wedged: Family<ZoneLabels, Gauge>,
     failover_duration: HistogramFamily<FailoverLabels>,
+    transfer_bytes: Family<TransferBytesLabels, Gauge>,
+    transfer_duration: Family<ImageLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -111,7 +122,7 @@ impl Default for Metrics {
         let image_replaying = Family::<ImageLabels, Gauge>::default();
         registry.register(
             "rbd_image_replaying",
-            "Whether a mirrored image's copy on this site is replaying its primary (1) or not (0)",
+            "Whether a mirrored image's copy on this site follows its primary (1: rbd-mirror replays it, or delta-sync synced it) or not (0)",
             image_replaying.clone(),
         );
         let rbd_pool_rpo = Family::<PoolSiteLabels, Gauge>::default();
@@ -156,6 +167,18 @@ impl Default for Metrics {
             "Duration of finished FailoverRequests",
             failover_duration.clone(),
         );
+        let transfer_bytes = Family::<TransferBytesLabels, Gauge>::default();
+        registry.register(
+            "delta_sync_last_transfer_bytes",
+            "Bytes the newest finished delta-sync transfer of an image changed and shipped, from its primary site",
+            transfer_bytes.clone(),
+        );
+        let transfer_duration = Family::<ImageLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "delta_sync_last_transfer_duration_seconds",
+            "Duration of the newest finished delta-sync transfer of an image, from its primary site",
+            transfer_duration.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -171,6 +194,8 @@ impl Default for Metrics {
             rgw_zone_rpo,
             rgw_metadata_wedged,
             failover_duration,
+            transfer_bytes,
+            transfer_duration,
         }
     }
 }
@@ -230,6 +255,35 @@ impl Metrics {
             image: image.into(),
         };
         self.image_lag.get_or_create(&labels).set(seconds);
+    }
+
+    /// The newest finished delta-sync transfer of an image from `site`.
+    pub fn set_last_transfer(
+        &self,
+        site: &str,
+        pool: &str,
+        image: &str,
+        changed: u64,
+        shipped: u64,
+        seconds: f64,
+    ) {
+        for (kind, bytes) in [("changed", changed), ("shipped", shipped)] {
+            let labels = TransferBytesLabels {
+                site: site.into(),
+                pool: pool.into(),
+                image: image.into(),
+                kind,
+            };
+            self.transfer_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let labels = ImageLabels {
+            site: site.into(),
+            pool: pool.into(),
+            image: image.into(),
+        };
+        self.transfer_duration.get_or_create(&labels).set(seconds);
     }
 
     pub fn set_image_replaying(&self, site: &str, pool: &str, image: &str, replaying: bool) {

@@ -17,7 +17,8 @@ use cephdr::{
         server::{serve, AgentServer, TlsFiles, Tokens},
         AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, ImageMirrorMode, ImageMirroring,
         LocalZone, PeerDirection, Period, PoolMirrorMode, RbdImage, RbdPoolState, RgwRealmState, Sensitive,
-        SourceSync, Step, SyncGroup, SyncShards, SystemKeys, ZoneGroupInfo, ZoneInfo, ZoneSync,
+        SourceSync, Step, SyncGroup, SyncImage, SyncPool, SyncShards, SystemKeys, Transfer, TransferReport,
+        ZoneGroupInfo, ZoneInfo, ZoneSync,
     },
     api::{
         realm::{SyncFlow, SyncFlowType, SyncGroupStatus},
@@ -114,10 +115,38 @@ impl ClusterAgent for RecordingAgent {
         })
     }
 
+    async fn sync_pool(&self, pool: &str) -> AgentResult<SyncPool> {
+        self.record(format!("sync_pool {pool}"))?;
+        Ok(sync_pool())
+    }
+
     async fn execute(&self, step: &Step) -> AgentResult<()> {
         self.record(format!("execute {step}"))?;
         self.steps.lock().unwrap().push(step.clone());
         Ok(())
+    }
+}
+
+fn sync_pool() -> SyncPool {
+    SyncPool {
+        exists: true,
+        images: vec![SyncImage {
+            name: "db-vol".into(),
+            snapshots: vec!["cephdr-sync-1764635400".into()],
+            transfer: Some(Transfer {
+                from_snap: None,
+                to_snap: "cephdr-sync-1764635400".into(),
+                started: "2026-12-02T00:30:00Z".parse().unwrap(),
+                finished: Some("2026-12-02T00:30:09Z".parse().unwrap()),
+                report: Some(TransferReport {
+                    changed_bytes: 53_687_091,
+                    wire_bytes: 53_900_000,
+                    chunks: 13,
+                    chunks_sent: 13,
+                }),
+                error: None,
+            }),
+        }],
     }
 }
 
@@ -358,6 +387,7 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
             blake3: "rbd.fast-db vol".into()
         }
     );
+    assert_eq!(remote.sync_pool("rbd.fast").await?, sync_pool());
     assert_eq!(
         harness.agent.calls(),
         [
@@ -369,6 +399,7 @@ async fn every_method_round_trips_through_the_remote_agent() -> Result<()> {
             "rbd_images rbd db-vol,gone".to_owned(),
             "create_bootstrap_token rbd site-b".to_owned(),
             "image_checksum rbd.fast/db vol@9".to_owned(),
+            "sync_pool rbd.fast".to_owned(),
         ]
     );
 
@@ -692,6 +723,7 @@ async fn site_in_apiserver(client: &kube::Client, harness: &Harness, namespace: 
                 timeout_seconds: Some(5),
             },
             ceph_site_name: None,
+            sync: None,
         },
     );
     Ok(Api::<CephSite>::namespaced(client.clone(), namespace)

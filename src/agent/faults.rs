@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::{
     AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
-    Sensitive, Step, SyncGroup, ZoneSync,
+    Sensitive, Step, SyncGroup, SyncPool, ZoneSync,
 };
 
 pub struct FaultyAgent<A: ?Sized> {
@@ -152,6 +152,11 @@ impl<A: ClusterAgent + ?Sized> ClusterAgent for FaultyAgent<A> {
     async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
         self.before_call(None).await?;
         self.inner.image_checksum(pool, image, snap_id).await
+    }
+
+    async fn sync_pool(&self, pool: &str) -> AgentResult<SyncPool> {
+        self.before_call(None).await?;
+        self.inner.sync_pool(pool).await
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

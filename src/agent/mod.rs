@@ -6,6 +6,7 @@
 //! running it again after success changes nothing and succeeds.
 
 pub mod ceph;
+pub mod delta_sync;
 pub mod faults;
 pub mod remote;
 pub mod server;
@@ -19,6 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::realm::SyncGroup;
+pub use delta_sync::{SyncImage, SyncPeer, SyncPool, Transfer, TransferOptions, TransferReport};
 
 pub type AgentResult<T> = Result<T, AgentError>;
 
@@ -44,6 +46,8 @@ pub trait ClusterAgent: Send + Sync {
     /// The size and BLAKE3 of image `pool/image` as of its snapshot `snap_id` (mirror snapshots included),
     /// read in bounded memory without writing anything. NotFound when the image or the snapshot is gone.
     async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum>;
+    /// The pool's images with their delta-sync snapshots and this agent's transfers of them.
+    async fn sync_pool(&self, pool: &str) -> AgentResult<SyncPool>;
     /// Runs one idempotent change.
     async fn execute(&self, step: &Step) -> AgentResult<()>;
 }
@@ -451,6 +455,31 @@ pub enum Step {
         interval: String,
         start_time: Option<String>,
     },
+
+    // --- delta-sync
+    /// `rbd snap create` of a sync snapshot ([`delta_sync::snapshot_name`]).
+    CreateSyncSnapshot {
+        pool: String,
+        image: String,
+        snap: String,
+    },
+    /// `rbd snap rm` of a sync snapshot.
+    RemoveSyncSnapshot {
+        pool: String,
+        image: String,
+        snap: String,
+    },
+    /// Starts shipping the image's delta from `from_snap` (none: the whole image) to `to_snap` to the
+    /// peer's receiver, in the background; [`ClusterAgent::sync_pool`] reports it. Leaves a transfer of the
+    /// image that is still running alone.
+    SendDelta {
+        pool: String,
+        image: String,
+        from_snap: Option<String>,
+        to_snap: String,
+        peer: SyncPeer,
+        options: TransferOptions,
+    },
 }
 
 impl Step {
@@ -485,6 +514,9 @@ impl Step {
             Step::ResyncImage { .. } => "resync",
             Step::AddSnapshotSchedule { .. } => "add-snapshot-schedule",
             Step::RemoveSnapshotSchedule { .. } => "remove-snapshot-schedule",
+            Step::CreateSyncSnapshot { .. } => "create-sync-snapshot",
+            Step::RemoveSyncSnapshot { .. } => "remove-sync-snapshot",
+            Step::SendDelta { .. } => "send-delta",
         }
     }
 
@@ -552,6 +584,21 @@ impl Step {
             } => match image {
                 Some(image) => format!("{pool}/{image} every {interval}"),
                 None => format!("{pool} every {interval}"),
+            },
+            Step::CreateSyncSnapshot { pool, image, snap }
+            | Step::RemoveSyncSnapshot { pool, image, snap } => {
+                format!("{pool}/{image}@{snap}")
+            }
+            Step::SendDelta {
+                pool,
+                image,
+                from_snap,
+                to_snap,
+                peer,
+                ..
+            } => match from_snap {
+                Some(from) => format!("{pool}/{image}@{from}..{to_snap} to {}", peer.address),
+                None => format!("{pool}/{image}@{to_snap} (full) to {}", peer.address),
             },
         }
     }

@@ -40,7 +40,7 @@ use tracing::{debug, info_span, Instrument};
 use super::{
     server::{BootstrapTokenRequest, BootstrapTokenResponse, ImagesRequest},
     AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
-    Sensitive, Step, SyncGroup, ZoneSync,
+    Sensitive, Step, SyncGroup, SyncPool, ZoneSync,
 };
 use crate::{
     api::{common::SecretKeyRef, site::AgentEndpoint, CephSite},
@@ -394,6 +394,11 @@ impl ClusterAgent for RemoteAgent {
             .call_bounded("image-checksum", Method::GET, &path, Bytes::new(), timeout, 1)
             .await?;
         self.decode(&Method::GET, &path, &body)
+    }
+
+    async fn sync_pool(&self, pool: &str) -> AgentResult<SyncPool> {
+        self.get("sync-pool", format!("/v1/rbd/pools/{}/delta-sync", segment(pool)))
+            .await
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

@@ -12,6 +12,7 @@
 //! | `POST /v1/rbd/pools/{pool}/images` `{"images": [...]}`          | `rbd_images`               |
 //! | `POST /v1/rbd/pools/{pool}/bootstrap-token` `{"siteName"}`     | `create_bootstrap_token`   |
 //! | `GET  /v1/rbd/pools/{pool}/images/{image}/snapshots/{id}/checksum` | `image_checksum`       |
+//! | `GET  /v1/rbd/pools/{pool}/delta-sync`                         | `sync_pool`                |
 //! | `POST /v1/steps` with a [`Step`]; 204 on success               | `execute`                  |
 //!
 //! Every `/v1` route needs `Authorization: Bearer <token>`; without a valid one the answer is 401 and the
@@ -49,7 +50,7 @@ use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::{
     AgentError, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState, Sensitive, Step,
-    SyncGroup, ZoneSync,
+    SyncGroup, SyncPool, ZoneSync,
 };
 
 /// Steps are small; a megabyte leaves room for large sync policies while bounding what one request buffers.
@@ -359,6 +360,7 @@ fn router(agent: Arc<dyn ClusterAgent>, tokens: Arc<Tokens>) -> Router {
             "/rbd/pools/{pool}/images/{image}/snapshots/{snap_id}/checksum",
             get(image_checksum),
         )
+        .route("/rbd/pools/{pool}/delta-sync", get(sync_pool))
         .route("/steps", post(execute))
         .route_layer(middleware::from_fn_with_state(tokens, authenticate))
         .with_state(agent);
@@ -524,6 +526,10 @@ async fn image_checksum(
     UrlPath((pool, image, snap_id)): UrlPath<(String, String, u64)>,
 ) -> ApiResult<Json<ImageChecksum>> {
     Ok(Json(agent.image_checksum(&pool, &image, snap_id).await?))
+}
+
+async fn sync_pool(State(agent): Agent, UrlPath(pool): UrlPath<String>) -> ApiResult<Json<SyncPool>> {
+    Ok(Json(agent.sync_pool(&pool).await?))
 }
 
 async fn execute(State(agent): Agent, Json(step): Json<Step>) -> ApiResult<StatusCode> {

@@ -35,7 +35,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     split::{RbdStep, RgwStep, Split},
     AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
-    Sensitive, Step, SyncGroup, ZoneSync,
+    Sensitive, Step, SyncGroup, SyncPool, ZoneSync,
 };
 
 /// The time the simulation runs on: real time (the default) or a frozen instant, either shifted by `advance`.
@@ -301,6 +301,10 @@ impl ClusterAgent for SimulatedCluster {
         self.with_world(|world, site, now| world.image_checksum(site, pool, image, snap_id, now))
     }
 
+    async fn sync_pool(&self, _pool: &str) -> AgentResult<SyncPool> {
+        Err(delta_sync_not_simulated(&self.site))
+    }
+
     async fn execute(&self, step: &Step) -> AgentResult<()> {
         tracing::debug!(site = %self.site, step = %step, "simulated step");
         self.with_world(|world, site, now| world.execute(site, step, now))
@@ -487,7 +491,17 @@ impl WorldState {
                     Ok(())
                 }
             },
+            Split::DeltaSync(_) => Err(delta_sync_not_simulated(site)),
         }
+    }
+}
+
+/// The simulation models Ceph's own replication only; delta-sync runs on real clusters (e2e `delta_sync`).
+fn delta_sync_not_simulated(site: &str) -> AgentError {
+    AgentError::Refused {
+        site: site.to_string(),
+        action: "delta-sync".into(),
+        message: "the simulated cluster does not model the delta-sync engine".into(),
     }
 }
 

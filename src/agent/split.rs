@@ -3,7 +3,8 @@
 //! its own, and one that models a single subsystem turns the other away in one arm.
 
 use super::{
-    ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive, Step, SyncGroup, SystemKeys,
+    ImageMirrorMode, PeerDirection, PoolMirrorMode, ScheduleEntry, Sensitive, Step, SyncGroup, SyncPeer,
+    SystemKeys, TransferOptions,
 };
 
 /// A step by the subsystem that runs it.
@@ -11,6 +12,35 @@ use super::{
 pub enum Split<'a> {
     Rgw(RgwStep<'a>),
     Rbd(RbdStep<'a>),
+    DeltaSync(DeltaSyncStep<'a>),
+}
+
+/// An image of a pool, as delta-sync steps name it.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageRef<'a> {
+    pub pool: &'a str,
+    pub image: &'a str,
+}
+
+impl ImageRef<'_> {
+    /// `pool/image`, as `rbd` and the sync receiver name it.
+    pub fn spec(&self) -> String {
+        format!("{}/{}", self.pool, self.image)
+    }
+}
+
+/// The delta-sync steps.
+#[derive(Clone, Copy, Debug)]
+pub enum DeltaSyncStep<'a> {
+    CreateSnapshot(ImageRef<'a>, &'a str),
+    RemoveSnapshot(ImageRef<'a>, &'a str),
+    Send {
+        image: ImageRef<'a>,
+        from_snap: Option<&'a str>,
+        to_snap: &'a str,
+        peer: &'a SyncPeer,
+        options: TransferOptions,
+    },
 }
 
 /// A zonegroup of a realm, as steps name it.
@@ -337,6 +367,26 @@ impl Step {
             } => Split::Rbd(Rbd::RemoveSnapshotSchedule {
                 pool,
                 schedule: Schedule::of(image, interval, start_time),
+            }),
+            Step::CreateSyncSnapshot { pool, image, snap } => {
+                Split::DeltaSync(DeltaSyncStep::CreateSnapshot(ImageRef { pool, image }, snap))
+            }
+            Step::RemoveSyncSnapshot { pool, image, snap } => {
+                Split::DeltaSync(DeltaSyncStep::RemoveSnapshot(ImageRef { pool, image }, snap))
+            }
+            Step::SendDelta {
+                pool,
+                image,
+                from_snap,
+                to_snap,
+                peer,
+                options,
+            } => Split::DeltaSync(DeltaSyncStep::Send {
+                image: ImageRef { pool, image },
+                from_snap: from_snap.as_deref(),
+                to_snap,
+                peer,
+                options: *options,
             }),
         }
     }

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::DeletionPolicy;
+pub use crate::sync::frame::ChecksumKind;
 
 /// One RBD pool mirrored between two `CephSite`s by rbd-mirror (or by cephdr's delta-sync engine).
 #[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -36,6 +37,8 @@ use super::common::DeletionPolicy;
     validation = Rule::new("self.mode != 'pool' || self.images.mirrorMode == 'journal'").message("mode: pool mirrors journaled images only; use mode: image for snapshot mirroring"),
     validation = Rule::new("size(self.snapshotSchedules) == 0 || self.images.mirrorMode == 'snapshot'").message("snapshotSchedules apply to snapshot mirroring only"),
     validation = Rule::new("self.engine != 'delta-sync' || self.images.mirrorMode == 'snapshot'").message("the delta-sync engine ships snapshot deltas: set images.mirrorMode: snapshot"),
+    validation = Rule::new("self.engine != 'delta-sync' || size(self.snapshotSchedules) > 0").message("the delta-sync engine syncs on snapshotSchedules: set at least one"),
+    validation = Rule::new("!has(self.deltaSync) || self.engine == 'delta-sync'").message("deltaSync applies to engine: delta-sync only"),
     validation = Rule::new("self.sites.filter(s, s.role == 'primary').size() == 1").message("exactly one site must have role: primary"),
     validation = Rule::new("self.sites[0].site != self.sites[1].site").message("the two sites must differ")
 )]
@@ -65,8 +68,13 @@ pub struct RbdMirrorPoolSpec {
     /// Target recovery point in seconds: an image lagging more sets `RpoMet=False`.
     #[schemars(range(min = 1, max = 604800))]
     pub rpo_seconds: Option<u32>,
+    /// `rbd-mirror`: Ceph's own mirroring; `delta-sync`: cephdr ships snapshot deltas from the primary
+    /// site's agent to the other site's `cephdr sync serve` receiver (its `CephSite` names it in `sync`),
+    /// on the times `snapshotSchedules` give.
     #[serde(default)]
     pub engine: ReplicationEngine,
+    /// How delta-sync transfers travel (engine `delta-sync` only).
+    pub delta_sync: Option<DeltaSyncOptions>,
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
@@ -109,6 +117,24 @@ pub enum ReplicationEngine {
     #[default]
     RbdMirror,
     DeltaSync,
+}
+
+/// How delta-sync transfers travel.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaSyncOptions {
+    /// Per-chunk checksum: `crc32c` catches transmission errors at a few GB/s; `blake3` is cryptographic.
+    #[serde(default)]
+    pub checksum: ChecksumKind,
+    /// zstd level for chunks (1 fastest, 19 smallest); unset: no compression.
+    #[schemars(range(min = 1, max = 19))]
+    pub zstd_level: Option<i32>,
+    /// Average bytes per second on the wire, per transfer; unset: no limit.
+    #[schemars(range(min = 4096))]
+    pub bytes_per_second: Option<u64>,
+    /// Transfers running at once for this pool (default 4).
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_transfers: Option<u32>,
 }
 
 /// Which images mirror, and how.
@@ -223,6 +249,28 @@ pub struct ImageStatus {
     pub description: Option<String>,
     pub last_sync_time: Option<Time>,
     pub lag_seconds: Option<u64>,
+    /// Delta-sync: the newest snapshot both sites hold.
+    pub synced_snapshot: Option<String>,
+    /// Delta-sync: the image's newest transfer, running or finished.
+    pub last_transfer: Option<TransferStatus>,
+}
+
+/// One delta-sync transfer of an image, as the primary site's agent reports it.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferStatus {
+    /// None for a full copy.
+    pub from_snapshot: Option<String>,
+    pub to_snapshot: String,
+    pub start_time: Option<Time>,
+    /// Set once it finished.
+    pub duration_seconds: Option<u64>,
+    /// Bytes the delta changed.
+    pub bytes_changed: Option<u64>,
+    /// Bytes on the wire, after compression, framing included.
+    pub bytes_shipped: Option<u64>,
+    /// Why it failed, after its retries.
+    pub error: Option<String>,
 }
 
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

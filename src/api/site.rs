@@ -33,6 +33,41 @@ pub struct CephSiteSpec {
     /// The name this site has in Ceph's RBD mirroring peer lists. Defaults to the resource's name.
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))]
     pub ceph_site_name: Option<String>,
+    /// This site's delta-sync receiver (`cephdr sync serve`), for pools with `engine: delta-sync` that
+    /// replicate to this site.
+    pub sync: Option<SyncEndpoint>,
+}
+
+/// Where the site's delta-sync receiver listens and the credentials to send to it.
+#[derive(KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncEndpoint {
+    /// `host:port` of the receiver, e.g. `sync-b.example:7444` or `[fd00::2]:7444`.
+    #[schemars(
+        regex(pattern = r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"),
+        length(max = 260)
+    )]
+    pub address: String,
+    /// The name the receiver's certificate carries; defaults to the host of `address`.
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+    /// The token the receiver accepts.
+    pub token_secret_ref: SecretKeyRef,
+    /// PEM CA bundle that signed the receiver's certificate. Without it the system roots are used.
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+impl SyncEndpoint {
+    /// The name the receiver's certificate must carry.
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or_else(|| {
+            let host = self
+                .address
+                .rsplit_once(':')
+                .map_or(self.address.as_str(), |(host, _)| host);
+            host.trim_start_matches('[').trim_end_matches(']')
+        })
+    }
 }
 
 /// The agent's HTTPS endpoint and the credentials to call it.

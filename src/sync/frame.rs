@@ -43,7 +43,7 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 /// Chunk payload size when none is configured.
 pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChecksumKind {
     /// CRC-32C (Castagnoli): catches transmission errors, hardware-accelerated, 4 bytes.

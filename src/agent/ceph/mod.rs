@@ -8,13 +8,14 @@
 
 mod checksum;
 mod command;
+mod delta_sync;
 mod librbd;
 mod parse;
 mod rbd;
 mod rgw;
 mod rgw_policy;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -23,7 +24,7 @@ use self::command::{CephCommand, CommandOutput, Target};
 use super::{
     split::{RbdStep, RgwStep, Split},
     AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState, Sensitive, Step,
-    SyncGroup, ZoneSync,
+    SyncGroup, SyncPool, ZoneSync,
 };
 
 /// How long one CLI run may take before it is killed: long enough for a period commit forwarded to a
@@ -37,6 +38,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone, Debug)]
 pub struct CephCli {
     target: Target,
+    /// Delta-sync transfers this agent runs in the background, shared by its clones.
+    transfers: Arc<delta_sync::Transfers>,
 }
 
 impl CephCli {
@@ -52,6 +55,7 @@ impl CephCli {
                 timeout: DEFAULT_TIMEOUT,
                 connect_timeout: Some(CONNECT_TIMEOUT),
             },
+            transfers: Arc::default(),
         }
     }
 
@@ -95,6 +99,7 @@ impl CephCli {
         match step.split() {
             Split::Rgw(step) => self.run_rgw_step(step).await,
             Split::Rbd(step) => self.run_rbd_step(step).await,
+            Split::DeltaSync(step) => self.run_delta_sync_step(step).await,
         }
     }
 
@@ -204,6 +209,12 @@ impl ClusterAgent for CephCli {
     async fn image_checksum(&self, pool: &str, image: &str, snap_id: u64) -> AgentResult<ImageChecksum> {
         let span = tracing::info_span!("image_checksum", site = %self.site(), pool, image, snap_id);
         self.read_checksum(pool, image, snap_id).instrument(span).await
+    }
+
+    async fn sync_pool(&self, pool: &str) -> AgentResult<SyncPool> {
+        self.read_sync_pool(pool)
+            .instrument(tracing::debug_span!("sync_pool", site = %self.site()))
+            .await
     }
 
     async fn execute(&self, step: &Step) -> AgentResult<()> {

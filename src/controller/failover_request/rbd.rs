@@ -27,7 +27,11 @@ use super::{
 };
 use crate::{
     agent::{ImageMirrorMode, Step},
-    api::{conditions::reason, failover_request::FailoverAction, rbd_mirror_pool},
+    api::{
+        conditions::reason,
+        failover_request::FailoverAction,
+        rbd_mirror_pool::{self, ReplicationEngine},
+    },
     plan::SiteStep,
 };
 
@@ -132,6 +136,12 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
             .iter()
             .find(|p| &p.name == name)
             .ok_or_else(|| Failure::preflight(format!("RbdMirrorPool {name} was not found")))?;
+        if pool.spec.engine == ReplicationEngine::DeltaSync {
+            return Err(Failure::preflight(format!(
+                "RbdMirrorPool {name} replicates by delta-sync: a FailoverRequest moves rbd-mirror pools only \
+                 (failover of delta-sync pools is not built yet)"
+            )));
+        }
         let peer = match other_site(pool, target) {
             Some(peer) if pool.spec.sites.iter().any(|s| s.site == target) => peer,
             _ => {

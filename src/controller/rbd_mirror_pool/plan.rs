@@ -12,6 +12,7 @@
 
 mod conditions;
 mod deletion;
+pub mod delta_sync;
 #[cfg(test)]
 mod tests;
 

@@ -12,12 +12,19 @@ use kube::{
 use tracing::instrument;
 
 use super::{
-    plan::{self, Observed, ObservedSite, PoolPlan},
+    plan::{
+        self,
+        delta_sync::{self, DeltaObserved, ObservedSyncSite},
+        Observed, ObservedSite, PoolPlan,
+    },
     status as pool_status,
 };
 use crate::{
-    agent::Sensitive,
-    api::{RbdMirrorPool, RbdMirrorPoolStatus},
+    agent::{Sensitive, SyncPeer},
+    api::{
+        common::SecretKeyRef, conditions::reason, rbd_mirror_pool::ReplicationEngine, CephSite,
+        RbdMirrorPool, RbdMirrorPoolStatus,
+    },
     controller::{
         apply::{execute_plan, publish_event, with_finalizer},
         context::Context,
@@ -52,6 +59,9 @@ const ROUNDS_PER_RECONCILE: usize = 4;
 /// once. On cleanup returns an error until nothing is left to undo, so the finalizer stays until Ceph is
 /// clean.
 async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
+    if pool.spec.engine == ReplicationEngine::DeltaSync {
+        return converge_delta_sync(pool, ctx, deleting).await;
+    }
     let mut tokens = read_tokens(pool, ctx).await?;
     let previous_conditions = pool
         .status
@@ -79,13 +89,106 @@ async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result
             break (pool_plan, outcome);
         }
     };
-    report(pool, ctx, &pool_plan).await?;
+    finish(pool, ctx, deleting, &pool_plan, outcome).await
+}
+
+/// Writes status once, then ends the reconcile as the plan's outcome says.
+async fn finish(
+    pool: &RbdMirrorPool,
+    ctx: &Context,
+    deleting: bool,
+    pool_plan: &PoolPlan,
+    outcome: Result<()>,
+) -> Result<Action> {
+    report(pool, ctx, pool_plan).await?;
     outcome?;
     if deleting && !pool_plan.cleanup_complete {
         return Err(Error::CleanupPending(pool_plan.plan.pending()));
     }
     ctx.reset_backoff(pool);
     Ok(Action::requeue(pool_plan.plan.requeue))
+}
+
+/// [`converge`] for `engine: delta-sync`: a snapshot taken in one round is shipped in the next.
+async fn converge_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
+    let mut round = 1;
+    let (pool_plan, outcome) = loop {
+        let observed = observe_delta_sync(pool, ctx, deleting).await?;
+        let mut pool_plan = delta_sync::plan(&pool.spec, &observed, Timestamp::now());
+        if pool_plan.plan.steps.is_empty() {
+            break (pool_plan, Ok(()));
+        }
+        let outcome = execute_plan(ctx, pool, CONTROLLER, &mut pool_plan.plan).await;
+        if outcome.is_err() || round == ROUNDS_PER_RECONCILE {
+            break (pool_plan, outcome);
+        }
+        round += 1;
+    };
+    finish(pool, ctx, deleting, &pool_plan, outcome).await
+}
+
+async fn observe_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<DeltaObserved> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let (primary, copy) = delta_sync::primary_and_copy(&pool.spec)
+        .ok_or_else(|| Error::InvalidSpec("exactly one site must have role: primary".into()))?;
+    let (_, primary) = observe_sync_site(ctx, &namespace, primary, &pool.spec.pool).await?;
+    let (copy_site, copy) = observe_sync_site(ctx, &namespace, copy, &pool.spec.pool).await?;
+    let receiver = match deleting {
+        true => Err((reason::PROGRESSING, "deleting".to_string())),
+        false => receiver(ctx, &copy_site).await,
+    };
+    Ok(DeltaObserved {
+        primary,
+        copy,
+        receiver,
+        deleting,
+    })
+}
+
+async fn observe_sync_site(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    pool: &str,
+) -> Result<(Arc<CephSite>, ObservedSyncSite)> {
+    let site = ctx.site(namespace, name)?;
+    let state = match ctx.agents.connect(&site).await {
+        Ok(agent) => agent.sync_pool(pool).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let observed = ObservedSyncSite {
+        site: name.to_string(),
+        pool: state,
+    };
+    Ok((site, observed))
+}
+
+/// How the primary's agent reaches the copy site's receiver, with its token and CA from their Secrets.
+async fn receiver(ctx: &Context, site: &CephSite) -> std::result::Result<SyncPeer, (&'static str, String)> {
+    let Some(endpoint) = &site.spec.sync else {
+        let message = format!(
+            "CephSite {} names no delta-sync receiver (spec.sync)",
+            site.name_any()
+        );
+        return Err((delta_sync::NO_RECEIVER, message));
+    };
+    let namespace = site.namespace().unwrap_or_default();
+    let read = |reference: SecretKeyRef| {
+        let (client, namespace) = (ctx.client.clone(), namespace.clone());
+        async move { secrets::read_key(&client, &namespace, &reference.name, &reference.key).await }
+    };
+    let failed = |error: Error| (error.reason(), error.to_string());
+    let token = read(endpoint.token_secret_ref.clone()).await.map_err(failed)?;
+    let ca_pem = match &endpoint.ca_secret_ref {
+        Some(reference) => Some(read(reference.clone()).await.map_err(failed)?.0),
+        None => None,
+    };
+    Ok(SyncPeer {
+        address: endpoint.address.clone(),
+        server_name: endpoint.server_name().to_string(),
+        ca_pem,
+        token,
+    })
 }
 
 async fn observe(
@@ -194,8 +297,16 @@ fn record_metrics(pool: &RbdMirrorPool, ctx: &Context, status: &RbdMirrorPoolSta
             &copy_site.site,
             ceph_pool,
             &image.name,
-            image.state == pool_status::STATE_REPLAYING,
+            pool_status::is_caught_up(image, None),
         );
+        let finished = image
+            .last_transfer
+            .as_ref()
+            .and_then(|t| Some((t.bytes_changed?, t.bytes_shipped?, t.duration_seconds?)));
+        if let (Some((changed, shipped, seconds)), Some(primary)) = (finished, &image.primary_site) {
+            ctx.metrics
+                .set_last_transfer(primary, ceph_pool, &image.name, changed, shipped, seconds as f64);
+        }
     }
     if let Some(rpo) = pool.spec.rpo_seconds {
         for site in &pool.spec.sites {

@@ -27,7 +27,9 @@ pub const STATE_CONFLICT: &str = "conflict";
 pub const STATE_DISABLED: &str = "disabled";
 pub const STATE_MISSING: &str = "missing";
 pub const STATE_UNKNOWN: &str = "unknown";
-const STATE_ERROR: &str = "error";
+pub const STATE_ERROR: &str = "error";
+/// Delta-sync: the copy holds a synced snapshot (a newer delta may be on its way).
+pub const STATE_SYNCED: &str = "synced";
 
 /// The pool's two sites in `spec.sites` order, and which of them the spec names primary.
 #[derive(Clone, Copy, Debug)]
@@ -301,6 +303,8 @@ fn copy_status(view: &ImageView, pair: &SitePair, primary: usize, now: Timestamp
         description,
         last_sync_time: last_sync.map(Time),
         lag_seconds: lag,
+        synced_snapshot: None,
+        last_transfer: None,
     }
 }
 
@@ -343,16 +347,17 @@ fn daemons(spec: &RbdMirrorPoolSpec, pair: &SitePair) -> Vec<DaemonStatus> {
         .collect()
 }
 
-/// Whether an image's copy is replaying and, when a recovery-point target is set, close enough to it.
+/// Whether an image's copy follows (rbd-mirror replays it, or delta-sync synced it) and, when a
+/// recovery-point target is set, is close enough to it.
 pub fn is_caught_up(image: &ImageStatus, rpo_seconds: Option<u32>) -> bool {
-    image.state == STATE_REPLAYING && !lag_above(image, rpo_seconds)
+    [STATE_REPLAYING, STATE_SYNCED].contains(&image.state.as_str()) && !lag_above(image, rpo_seconds)
 }
 
 pub fn lag_above(image: &ImageStatus, rpo_seconds: Option<u32>) -> bool {
     matches!((image.lag_seconds, rpo_seconds), (Some(lag), Some(rpo)) if lag > u64::from(rpo))
 }
 
-fn summary(spec: &RbdMirrorPoolSpec, images: &[ImageStatus], daemons: &[DaemonStatus]) -> PoolSummary {
+pub fn summary(spec: &RbdMirrorPoolSpec, images: &[ImageStatus], daemons: &[DaemonStatus]) -> PoolSummary {
     let mut states = BTreeMap::new();
     for image in images {
         *states.entry(image.state.clone()).or_insert(0u32) += 1;

@@ -26,7 +26,7 @@ impl RgwWorld {
         require(self.reachable(site), "site unreachable")?;
         match site_step.step.split() {
             Split::Rgw(step) => self.execute_rgw(site, step),
-            Split::Rbd(_) => Err(format!(
+            Split::Rbd(_) | Split::DeltaSync(_) => Err(format!(
                 "an RGW planner must never plan {}",
                 site_step.step.verb()
             )),

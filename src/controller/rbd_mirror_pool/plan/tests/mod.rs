@@ -2,6 +2,7 @@
 //! pure model of two Ceph clusters (`model.rs`).
 
 mod announce;
+mod delta_sync;
 mod model;
 mod props;
 mod table;
@@ -48,6 +49,7 @@ pub fn spec() -> SpecBuilder {
         snapshot_schedules: Vec::new(),
         rpo_seconds: None,
         engine: ReplicationEngine::RbdMirror,
+        delta_sync: None,
         deletion_policy: DeletionPolicy::Delete,
     })
 }
@@ -104,6 +106,20 @@ impl SpecBuilder {
     pub fn primary_b(mut self) -> Self {
         self.0.sites[0].role = SiteRole::Secondary;
         self.0.sites[1].role = SiteRole::Primary;
+        self
+    }
+
+    /// `engine: delta-sync`.
+    pub fn delta_sync(mut self) -> Self {
+        self.0.engine = ReplicationEngine::DeltaSync;
+        self
+    }
+
+    pub fn max_transfers(mut self, n: u32) -> Self {
+        self.0
+            .delta_sync
+            .get_or_insert_with(Default::default)
+            .max_concurrent_transfers = Some(n);
         self
     }
 

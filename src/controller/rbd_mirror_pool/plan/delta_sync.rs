@@ -1,0 +1,556 @@
+//! Pure planner for a pool with `engine: delta-sync`: the primary site's agent ships snapshot deltas to the
+//! other site's receiver.
+//!
+//! What each copy holds is read from the images' sync snapshots on both sites, never from a transfer's own
+//! account: the receiver creates the snapshot on the copy only once it applied the delta up to it. Per image:
+//! 1. while a transfer runs, wait for it;
+//! 2. when the primary's newest sync snapshot is not on the copy, ship the delta to it from the newest
+//!    snapshot both hold (the whole image when there is none), at most `maxConcurrentTransfers` at once;
+//!    a failed transfer is started again, and resumes where the receiver's checkpoint stands;
+//! 3. otherwise, when a snapshot schedule is due since that snapshot, take a new one;
+//! 4. snapshots older than the newest common one go on both sites: nothing needs them any more.
+//!
+//! The primary is the site with `role: primary`: a `FailoverRequest` does not move delta-sync pools.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+use super::{conditions, PoolPlan, REQUEUE_CONVERGED, REQUEUE_CONVERGING, REQUEUE_DEGRADED};
+use crate::{
+    agent::{
+        delta_sync::{snapshot_name, snapshot_time},
+        Step, SyncImage, SyncPeer, SyncPool, Transfer, TransferOptions,
+    },
+    api::{
+        common::DeletionPolicy,
+        conditions::{condition, reason, READY, RPO_MET, SYNCED},
+        rbd_mirror_pool::{
+            ImageStatus, RbdMirrorPoolSpec, RbdMirrorPoolStatus, SiteRole, SnapshotSchedule, TransferStatus,
+        },
+    },
+    controller::rbd_mirror_pool::status::{self as pool_status, seconds_since},
+    plan::{describe, Plan, SiteStep},
+};
+
+/// Condition reason while the other site's `CephSite` names no receiver, or its credentials are missing.
+pub const NO_RECEIVER: &str = "NoSyncReceiver";
+/// Condition reason when a transfer failed after its retries.
+pub const TRANSFER_FAILED: &str = "TransferFailed";
+/// Image state: the first full copy is on its way or waits for a transfer slot.
+pub const STATE_SYNCING: &str = "syncing";
+
+const DEFAULT_MAX_TRANSFERS: usize = 4;
+
+/// One site of a delta-sync pool as the reconciler observed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedSyncSite {
+    pub site: String,
+    /// `Err` carries why it could not be observed.
+    pub pool: Result<SyncPool, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaObserved {
+    /// The site with `role: primary`, and the other one.
+    pub primary: ObservedSyncSite,
+    pub copy: ObservedSyncSite,
+    /// How the primary's agent reaches the copy's receiver; `Err((reason, message))` says why it cannot.
+    pub receiver: Result<SyncPeer, (&'static str, String)>,
+    pub deleting: bool,
+}
+
+pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) -> PoolPlan {
+    if observed.deleting {
+        return deletion(spec, observed);
+    }
+    let mut steps = Vec::new();
+    let mut unreachable = Vec::new();
+    let primary = observe(&observed.primary, &mut unreachable);
+    let copy = observe(&observed.copy, &mut unreachable);
+    let mut waiting = Vec::new();
+    if copy.is_some_and(|pool| !pool.exists) {
+        steps.push(SiteStep::new(
+            &observed.copy.site,
+            Step::CreatePool {
+                pool: spec.pool.clone(),
+            },
+        ));
+    }
+    let mut images = Vec::new();
+    match primary {
+        Some(pool) if !pool.exists => waiting.push(format!(
+            "pool {} does not exist on {}",
+            spec.pool, observed.primary.site
+        )),
+        Some(pool) => {
+            let copies = copy.filter(|pool| pool.exists);
+            let mut shipping = ImagePlanner {
+                spec,
+                observed,
+                now,
+                free_slots: free_transfer_slots(spec, pool),
+                steps: &mut steps,
+            };
+            for name in selected(spec, pool) {
+                let source = pool.images.iter().find(|image| image.name == name);
+                let target = copies.and_then(|pool| pool.images.iter().find(|image| image.name == name));
+                images.push(match source {
+                    Some(source) => shipping.image(source, target, copies.is_some()),
+                    None => missing(&name, &observed.primary.site),
+                });
+            }
+        }
+        None => {}
+    }
+    let status = pool_status_of(spec, &observed.primary.site, images);
+    let conditions = converging_conditions(spec, observed, &unreachable, &waiting, &status, &steps);
+    let running = status.images.iter().any(|image| {
+        image
+            .last_transfer
+            .as_ref()
+            .is_some_and(|t| t.duration_seconds.is_none())
+    });
+    let requeue = if !steps.is_empty() || running {
+        REQUEUE_CONVERGING
+    } else if conditions::healthy(&conditions) {
+        next_due(spec, now).min(REQUEUE_CONVERGED)
+    } else {
+        REQUEUE_DEGRADED
+    };
+    PoolPlan {
+        plan: Plan {
+            steps,
+            conditions,
+            requeue,
+        },
+        status,
+        tokens_needed: Vec::new(),
+        cleanup_complete: false,
+    }
+}
+
+fn observe<'a>(site: &'a ObservedSyncSite, unreachable: &mut Vec<String>) -> Option<&'a SyncPool> {
+    match &site.pool {
+        Ok(pool) => Some(pool),
+        Err(error) => {
+            unreachable.push(format!("{}: {error}", site.site));
+            None
+        }
+    }
+}
+
+/// The images the spec selects, in its order (`all`: the primary's, in its order).
+fn selected(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> Vec<String> {
+    if spec.images.all {
+        primary.images.iter().map(|image| image.name.clone()).collect()
+    } else {
+        spec.images.names.clone()
+    }
+}
+
+fn free_transfer_slots(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> usize {
+    let max = spec
+        .delta_sync
+        .as_ref()
+        .and_then(|options| options.max_concurrent_transfers)
+        .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize);
+    let running = primary
+        .images
+        .iter()
+        .filter(|image| image.transfer.as_ref().is_some_and(Transfer::running))
+        .count();
+    max.saturating_sub(running)
+}
+
+struct ImagePlanner<'a> {
+    spec: &'a RbdMirrorPoolSpec,
+    observed: &'a DeltaObserved,
+    now: Timestamp,
+    free_slots: usize,
+    steps: &'a mut Vec<SiteStep>,
+}
+
+impl ImagePlanner<'_> {
+    /// Plans one image's next step and reports it. `copy_pool_ready`: the pool exists on the copy's site.
+    fn image(
+        &mut self,
+        source: &SyncImage,
+        target: Option<&SyncImage>,
+        copy_pool_ready: bool,
+    ) -> ImageStatus {
+        let common = source
+            .snapshots
+            .iter()
+            .rev()
+            .find(|snap| target.is_some_and(|t| t.has_snapshot(snap)));
+        let newest = source.snapshots.last();
+        let transfer = source.transfer.as_ref();
+        let running = transfer.is_some_and(Transfer::running);
+        let mut description = None;
+        if running {
+            description = transfer.map(shipping);
+        } else if let Some(newest) = newest.filter(|snap| Some(*snap) != common) {
+            match (&self.observed.receiver, copy_pool_ready) {
+                (Ok(peer), true) if self.free_slots > 0 => {
+                    self.free_slots -= 1;
+                    let send = self.send(source, common, newest, peer);
+                    description = Some(format!("shipping {}", send.step.target()));
+                    self.steps.push(send);
+                }
+                _ => description = Some(format!("{newest} waits to be shipped")),
+            }
+        } else if self.due(newest.map(String::as_str)) {
+            self.steps.push(self.on_primary(Step::CreateSyncSnapshot {
+                pool: self.spec.pool.clone(),
+                image: source.name.clone(),
+                snap: snapshot_name(self.now),
+            }));
+        }
+        if let Some(common) = common {
+            self.prune(source, target, common, transfer);
+        }
+        let failed = transfer.and_then(|t| t.error.as_ref()).filter(|_| !running);
+        let synced_at = common.and_then(|snap| snapshot_time(snap));
+        let state = match (failed, common) {
+            (Some(_), _) => pool_status::STATE_ERROR,
+            (None, Some(_)) => pool_status::STATE_SYNCED,
+            (None, None) => STATE_SYNCING,
+        };
+        ImageStatus {
+            name: source.name.clone(),
+            primary_site: Some(self.observed.primary.site.clone()),
+            state: state.to_string(),
+            description: failed
+                .map(|error| format!("transfer failed: {error}"))
+                .or(description),
+            last_sync_time: synced_at.map(Time),
+            lag_seconds: synced_at.map(|at| seconds_since(at, self.now)),
+            synced_snapshot: common.cloned(),
+            last_transfer: transfer.map(transfer_status),
+        }
+    }
+
+    fn on_primary(&self, step: Step) -> SiteStep {
+        SiteStep::new(&self.observed.primary.site, step)
+    }
+
+    fn send(&self, source: &SyncImage, from: Option<&String>, to: &str, peer: &SyncPeer) -> SiteStep {
+        let options = self
+            .spec
+            .delta_sync
+            .as_ref()
+            .map_or_else(TransferOptions::default, |o| TransferOptions {
+                checksum: o.checksum,
+                zstd_level: o.zstd_level,
+                bytes_per_second: o.bytes_per_second,
+            });
+        self.on_primary(Step::SendDelta {
+            pool: self.spec.pool.clone(),
+            image: source.name.clone(),
+            from_snap: from.cloned(),
+            to_snap: to.to_string(),
+            peer: peer.clone(),
+            options,
+        })
+    }
+
+    /// Whether a schedule wants a snapshot taken after `newest` (none yet: at once).
+    fn due(&self, newest: Option<&str>) -> bool {
+        let Some(taken) = newest.and_then(snapshot_time) else {
+            return true;
+        };
+        self.spec
+            .snapshot_schedules
+            .iter()
+            .any(|schedule| slot(schedule, self.now) > slot(schedule, taken))
+    }
+
+    /// Removes sync snapshots older than `common` on both sites, except what a running transfer reads.
+    fn prune(
+        &mut self,
+        source: &SyncImage,
+        target: Option<&SyncImage>,
+        common: &str,
+        transfer: Option<&Transfer>,
+    ) {
+        let in_use = |snap: &str| {
+            transfer
+                .is_some_and(|t| t.running() && (t.from_snap.as_deref() == Some(snap) || t.to_snap == snap))
+        };
+        let older = |snap: &String| snapshot_time(snap) < snapshot_time(common) && !in_use(snap);
+        let sites = [
+            (&self.observed.primary.site, Some(source)),
+            (&self.observed.copy.site, target),
+        ];
+        for (site, image) in sites {
+            for snap in image
+                .into_iter()
+                .flat_map(|i| i.snapshots.iter())
+                .filter(|s| older(s))
+            {
+                self.steps.push(SiteStep::new(
+                    site,
+                    Step::RemoveSyncSnapshot {
+                        pool: self.spec.pool.clone(),
+                        image: source.name.clone(),
+                        snap: snap.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// The schedule's slot `at` falls in: slots are `interval` long, counted from the start time of day (from
+/// midnight UTC without one), so snapshots land on the times the schedule names.
+fn slot(schedule: &SnapshotSchedule, at: Timestamp) -> i64 {
+    let interval = schedule.interval_seconds().unwrap_or(3600).max(1) as i64;
+    let offset = schedule
+        .start_time
+        .as_deref()
+        .and_then(seconds_of_day)
+        .unwrap_or(0);
+    (at.as_second() - offset).div_euclid(interval)
+}
+
+/// `HH:MM:SS` as seconds after midnight.
+fn seconds_of_day(time: &str) -> Option<i64> {
+    let mut parts = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(h * 3600 + m * 60 + s)
+}
+
+/// How long until a schedule's next slot starts (at least a second).
+fn next_due(spec: &RbdMirrorPoolSpec, now: Timestamp) -> std::time::Duration {
+    let wait = spec
+        .snapshot_schedules
+        .iter()
+        .filter_map(|schedule| {
+            let interval = schedule.interval_seconds()? as i64;
+            let offset = schedule
+                .start_time
+                .as_deref()
+                .and_then(seconds_of_day)
+                .unwrap_or(0);
+            let next_slot_start = (slot(schedule, now) + 1) * interval + offset;
+            Some(next_slot_start - now.as_second())
+        })
+        .min()
+        .unwrap_or(60);
+    std::time::Duration::from_secs(wait.max(1) as u64)
+}
+
+fn shipping(transfer: &Transfer) -> String {
+    match &transfer.from_snap {
+        Some(from) => format!("shipping {from}..{}", transfer.to_snap),
+        None => format!("shipping {} (full copy)", transfer.to_snap),
+    }
+}
+
+fn transfer_status(transfer: &Transfer) -> TransferStatus {
+    TransferStatus {
+        from_snapshot: transfer.from_snap.clone(),
+        to_snapshot: transfer.to_snap.clone(),
+        start_time: Some(Time(transfer.started)),
+        duration_seconds: transfer
+            .finished
+            .map(|end| end.duration_since(transfer.started).as_secs().max(0) as u64),
+        bytes_changed: transfer.report.as_ref().map(|r| r.changed_bytes),
+        bytes_shipped: transfer.report.as_ref().map(|r| r.wire_bytes),
+        error: transfer.error.clone(),
+    }
+}
+
+fn missing(name: &str, primary_site: &str) -> ImageStatus {
+    ImageStatus {
+        name: name.to_string(),
+        primary_site: None,
+        state: pool_status::STATE_MISSING.to_string(),
+        description: Some(format!("no image {name} on {primary_site}")),
+        ..ImageStatus::default()
+    }
+}
+
+fn pool_status_of(
+    spec: &RbdMirrorPoolSpec,
+    primary_site: &str,
+    images: Vec<ImageStatus>,
+) -> RbdMirrorPoolStatus {
+    RbdMirrorPoolStatus {
+        primary_site: Some(primary_site.to_string()),
+        summary: Some(pool_status::summary(spec, &images, &[])),
+        images,
+        ..RbdMirrorPoolStatus::default()
+    }
+}
+
+fn converging_conditions(
+    spec: &RbdMirrorPoolSpec,
+    observed: &DeltaObserved,
+    unreachable: &[String],
+    waiting: &[String],
+    status: &RbdMirrorPoolStatus,
+    steps: &[SiteStep],
+) -> Vec<Condition> {
+    let failed: Vec<String> = status
+        .images
+        .iter()
+        .filter(|image| image.state == pool_status::STATE_ERROR)
+        .map(|image| {
+            format!(
+                "{}: {}",
+                image.name,
+                image.description.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let missing: Vec<&str> = status
+        .images
+        .iter()
+        .filter(|image| image.state == pool_status::STATE_MISSING)
+        .map(|image| image.name.as_str())
+        .collect();
+    let unsynced = status
+        .images
+        .iter()
+        .filter(|image| image.synced_snapshot.is_none())
+        .count();
+    let (ready, why, message) = if !unreachable.is_empty() {
+        (false, reason::AGENT_UNREACHABLE, unreachable.join("; "))
+    } else if let Err((why, message)) = &observed.receiver {
+        (false, *why, message.clone())
+    } else if !failed.is_empty() {
+        (false, TRANSFER_FAILED, failed.join("; "))
+    } else if !waiting.is_empty() {
+        (false, reason::WAITING_FOR_DEPENDENCY, waiting.join("; "))
+    } else if !missing.is_empty() {
+        (
+            false,
+            reason::WAITING_FOR_DEPENDENCY,
+            format!(
+                "images missing on {}: {}",
+                observed.primary.site,
+                missing.join(", ")
+            ),
+        )
+    } else if unsynced > 0 {
+        let message = format!(
+            "{unsynced} of {} images have no synced snapshot on {} yet",
+            status.images.len(),
+            observed.copy.site
+        );
+        (false, reason::PROGRESSING, message)
+    } else {
+        let message = match steps.is_empty() {
+            true => format!(
+                "{} images replicate by delta-sync to {}",
+                status.images.len(),
+                observed.copy.site
+            ),
+            false => format!("replicating; next: {}", describe(steps)),
+        };
+        (true, reason::RECONCILED, message)
+    };
+    let mut conditions = vec![condition(READY, ready, why, message, None)];
+    let behind: Vec<&str> = status
+        .images
+        .iter()
+        .filter(|image| !pool_status::is_caught_up(image, None))
+        .map(|image| image.name.as_str())
+        .collect();
+    conditions.push(match behind.is_empty() {
+        true => condition(
+            SYNCED,
+            true,
+            reason::CAUGHT_UP,
+            "every image holds a synced snapshot",
+            None,
+        ),
+        false => condition(
+            SYNCED,
+            false,
+            reason::BEHIND,
+            format!("not synced: {}", behind.join(", ")),
+            None,
+        ),
+    });
+    if let Some(rpo) = spec.rpo_seconds {
+        let late: Vec<String> = status
+            .images
+            .iter()
+            .filter(|image| pool_status::lag_above(image, Some(rpo)) || image.synced_snapshot.is_none())
+            .map(|image| image.name.clone())
+            .collect();
+        conditions.push(match late.is_empty() {
+            true => condition(
+                RPO_MET,
+                true,
+                reason::LAG_WITHIN_TARGET,
+                format!("every image within {rpo}s"),
+                None,
+            ),
+            false => condition(
+                RPO_MET,
+                false,
+                reason::LAG_ABOVE_TARGET,
+                format!("beyond {rpo}s: {}", late.join(", ")),
+                None,
+            ),
+        });
+    }
+    conditions
+}
+
+/// With `deletionPolicy: Delete`, cephdr's sync snapshots go from both sites; the images stay (they hold
+/// the user's data). `Retain` leaves everything.
+fn deletion(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved) -> PoolPlan {
+    let mut steps = Vec::new();
+    let mut unreachable = Vec::new();
+    if spec.deletion_policy == DeletionPolicy::Delete {
+        for site in [&observed.primary, &observed.copy] {
+            let Some(pool) = observe(site, &mut unreachable) else {
+                continue;
+            };
+            for image in &pool.images {
+                for snap in &image.snapshots {
+                    steps.push(SiteStep::new(
+                        &site.site,
+                        Step::RemoveSyncSnapshot {
+                            pool: spec.pool.clone(),
+                            image: image.name.clone(),
+                            snap: snap.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let complete = steps.is_empty() && unreachable.is_empty();
+    let conditions = conditions::deleting(spec.deletion_policy, &unreachable, &steps, complete);
+    let requeue = if !steps.is_empty() {
+        REQUEUE_CONVERGING
+    } else if complete {
+        REQUEUE_CONVERGED
+    } else {
+        REQUEUE_DEGRADED
+    };
+    PoolPlan {
+        plan: Plan {
+            steps,
+            conditions,
+            requeue,
+        },
+        status: RbdMirrorPoolStatus::default(),
+        tokens_needed: Vec::new(),
+        cleanup_complete: complete,
+    }
+}
+
+/// The site with `role: primary` and the other one, as `spec.sites` names them.
+pub fn primary_and_copy(spec: &RbdMirrorPoolSpec) -> Option<(&str, &str)> {
+    let primary = spec.site_with_role(SiteRole::Primary)?;
+    let copy = spec.sites.iter().find(|s| s.site != primary)?;
+    Some((primary, copy.site.as_str()))
+}
