@@ -2,15 +2,21 @@
 //! on B. A full sync then incrementals give equal `rbd export` checksums; a transfer cut halfway resumes
 //! from its checkpoint; a byte flipped in transit is rejected by chunk number and sent again. Backups of a
 //! real image in a directory store restore every point, to a file and through `rbd import-diff`. The
-//! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools.
+//! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools. Under
+//! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
+//! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use cephdr::{
     agent::{
         server::{TlsFiles, Tokens},
         Sensitive,
+    },
+    api::{
+        self, conditions,
+        rbd_mirror_pool::{RbdMirrorPool, TransferStatus},
     },
     sync::{
         checkpoint::Checkpoint,
@@ -23,8 +29,16 @@ use cephdr::{
         transport::{SyncListener, TransportError},
     },
 };
-use cephdr_e2e::{faults::Tamper, pki::Ca, shared_ceph_sites, unique_name, CephSite};
+use cephdr_e2e::{
+    faults::Tamper,
+    operator::{wait_until, OperatorStack, SITE_NAMES},
+    pki::Ca,
+    shared_ceph_sites, shared_control_plane, unique_name, CephSite,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use rand::{seq::index::sample, RngCore};
+use serde_json::json;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 const BLOCK: usize = 4096;
@@ -400,5 +414,154 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
         blake3::hash(&std::fs::read(&out)?).to_hex().to_string(),
         a.image_checksum(&format!("{image}@s2"))?
     );
+    Ok(())
+}
+
+/// The newest synced snapshot of `image` in the pool's status, with its transfer's `fromSnapshot`, once it
+/// differs from `previous`.
+async fn next_synced(
+    stack: &OperatorStack,
+    name: &str,
+    image: &str,
+    previous: Option<&str>,
+) -> Result<(String, TransferStatus)> {
+    let pool = stack
+        .ns
+        .wait::<RbdMirrorPool>(name, "synced anew", Duration::from_secs(180), |pool| {
+            let images = pool
+                .status
+                .as_ref()
+                .map(|s| s.images.as_slice())
+                .unwrap_or_default();
+            images.iter().any(|i| {
+                i.name == image
+                    && i.synced_snapshot.is_some()
+                    && i.synced_snapshot.as_deref() != previous
+                    && i.last_transfer.as_ref().is_some_and(|t| {
+                        Some(&t.to_snapshot) == i.synced_snapshot.as_ref() && t.duration_seconds.is_some()
+                    })
+            })
+        })
+        .await?;
+    let status = pool.status.context("status")?;
+    let row = status
+        .images
+        .into_iter()
+        .find(|i| i.name == image)
+        .context("image row")?;
+    Ok((
+        row.synced_snapshot.context("synced")?,
+        row.last_transfer.context("transfer")?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_changed() -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    let (a, b) = (&sites.a, &sites.b);
+    let stack = OperatorStack::start(plane, [a, b], "dsync").await?;
+    let pool = unique_name("dsync");
+    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
+    a.rbd(&["pool", "init", &pool])?;
+    a.import_random_image(&pool, "app", 8)?;
+
+    // B's receiver, and its CephSite saying how to reach it, with its token and CA in a Secret.
+    let bed = TlsBed::new()?;
+    let (addr, _stop) = bed
+        .serve(Destination::Rbd {
+            rbd: rbd(b),
+            pools: vec![pool.clone()],
+        })
+        .await?;
+    let secret = json!({
+        "metadata": {"name": "site-b-sync"},
+        "stringData": {"token": "sync-token-1", "ca.crt": String::from_utf8(bed.ca_pem.clone())?},
+    });
+    stack.ns.create::<Secret>(secret).await?;
+    let sync = json!({"spec": {"sync": {
+        "address": addr,
+        "serverName": "site-b",
+        "tokenSecretRef": {"name": "site-b-sync", "key": "token"},
+        "caSecretRef": {"name": "site-b-sync", "key": "ca.crt"},
+    }}});
+    stack
+        .ns
+        .api::<api::CephSite>()
+        .patch(SITE_NAMES[1], &PatchParams::default(), &Patch::Merge(&sync))
+        .await?;
+
+    stack
+        .ns
+        .create::<RbdMirrorPool>(json!({
+            "metadata": {"name": "dsync"},
+            "spec": {
+                "pool": pool,
+                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
+                "engine": "delta-sync",
+                "deltaSync": {"zstdLevel": 3},
+                "snapshotSchedules": [{"interval": "1m"}],
+            }
+        }))
+        .await?;
+
+    let (first, full) = next_synced(&stack, "dsync", "app", None).await?;
+    let image = format!("{pool}/app");
+    let at = |snap: &str| format!("{image}@{snap}");
+    assert_eq!(
+        b.image_checksum(&at(&first))?,
+        a.image_checksum(&at(&first))?,
+        "the full copy"
+    );
+    assert_eq!(
+        (full.from_snapshot.as_deref(), full.bytes_changed),
+        (None, Some(8 << 20))
+    );
+
+    write_blocks_and_snap(a, &image, 8, 50, "user-snap").await?;
+    let (second, delta) = next_synced(&stack, "dsync", "app", Some(&first)).await?;
+    assert_eq!(
+        b.image_checksum(&at(&second))?,
+        a.image_checksum(&at(&second))?,
+        "the delta"
+    );
+    assert_eq!(
+        delta.from_snapshot.as_deref(),
+        Some(first.as_str()),
+        "shipped from the common snapshot"
+    );
+    assert_eq!(
+        delta.bytes_changed,
+        Some((50 * BLOCK) as u64),
+        "only the 50 blocks written"
+    );
+    let pool_status = stack
+        .ns
+        .api::<RbdMirrorPool>()
+        .get("dsync")
+        .await?
+        .status
+        .context("status")?;
+    let ready = conditions::find(&pool_status.conditions, conditions::READY).context("Ready")?;
+    assert_eq!(ready.status, "True", "{ready:?}");
+    assert!(
+        stack
+            .metric(
+                "cephdr_delta_sync_last_transfer_bytes",
+                &[("image", "app"), ("kind", "changed")]
+            )
+            .is_some(),
+        "the transfer's figures are metrics"
+    );
+
+    // The first snapshot is no longer needed once both hold the second; the user's own stays.
+    wait_until("the older sync snapshot pruned on both sites", || {
+        let listed = [a, b].map(|site| site.rbd(&["snap", "ls", &image, "--format", "json"]));
+        let [on_a, on_b] = listed;
+        let (on_a, on_b) = (on_a?, on_b?);
+        Ok((!on_a.contains(&first) && !on_b.contains(&first)).then_some(()))
+    })
+    .await?;
+    assert!(a.rbd(&["snap", "ls", &image])?.contains("user-snap"));
     Ok(())
 }
