@@ -252,6 +252,48 @@ fn invalid_on_create() -> Vec<Case> {
             "the delta-sync engine ships snapshot deltas",
         ),
         c(
+            "delta-sync without a schedule",
+            pool,
+            json!({"spec": {"engine": "delta-sync", "snapshotSchedules": []}}),
+            "the delta-sync engine syncs on snapshotSchedules: set at least one",
+        ),
+        c(
+            "deltaSync options with rbd-mirror",
+            pool,
+            json!({"spec": {"deltaSync": {"zstdLevel": 3}}}),
+            "deltaSync applies to engine: delta-sync only",
+        ),
+        c(
+            "zstd level beyond 19",
+            pool,
+            json!({"spec": {"engine": "delta-sync", "deltaSync": {"zstdLevel": 40}}}),
+            "spec.deltaSync.zstdLevel: Invalid value",
+        ),
+        c(
+            "unknown chunk checksum",
+            pool,
+            json!({"spec": {"engine": "delta-sync", "deltaSync": {"checksum": "md5"}}}),
+            "spec.deltaSync.checksum: Unsupported value",
+        ),
+        c(
+            "no transfers at once",
+            pool,
+            json!({"spec": {"engine": "delta-sync", "deltaSync": {"maxConcurrentTransfers": 0}}}),
+            "spec.deltaSync.maxConcurrentTransfers: Invalid value",
+        ),
+        c(
+            "sync receiver without a port",
+            site,
+            json!({"spec": {"sync": {"address": "sync-b.example", "tokenSecretRef": {"name": "site-b-sync", "key": "token"}}}}),
+            "spec.sync.address in body should match",
+        ),
+        c(
+            "sync receiver without a token",
+            site,
+            json!({"spec": {"sync": {"address": "sync-b.example:7444"}}}),
+            "spec.sync.tokenSecretRef: Required value",
+        ),
+        c(
             "image name with space",
             pool,
             json!({"spec": {"images": {"names": ["db vol"]}}}),
