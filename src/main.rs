@@ -3,10 +3,11 @@ use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration}
 use anyhow::{Context, Result};
 use cephdr::{
     agent::{
+        backup::BackupStoreAgent,
         ceph::CephCli,
         remote::RemoteConnector,
         server::{self, TlsFiles, Tokens},
-        Sensitive,
+        ClusterAgent, Sensitive,
     },
     cli::{self, failover::FailoverArgs, status::StatusArgs},
     controller::{self, WatchScope},
@@ -91,6 +92,10 @@ enum Command {
         /// Timeout of one Ceph command, in seconds.
         #[arg(long, default_value_t = 120)]
         command_timeout: u64,
+        /// Serve a backup store instead of a Ceph cluster: the directory a `cephdr sync serve
+        /// --backup-dir` receiver fills. Its CephSite can then be the copy site of delta-sync pools.
+        #[arg(long, conflicts_with_all = ["ceph_conf", "ceph_id", "keyring"])]
+        backup_dir: Option<PathBuf>,
     },
     /// The delta-sync sidecar: ships RBD snapshot deltas over one TLS port, or keeps them as backups.
     Sync {
@@ -279,20 +284,27 @@ async fn main() -> Result<()> {
             ceph_id,
             keyring,
             command_timeout,
+            backup_dir,
         } => {
-            let mut cli = CephCli::new(&site).with_timeout(Duration::from_secs(command_timeout));
-            if let Some(conf) = ceph_conf {
-                cli = cli.with_conf(conf);
-            }
-            if let Some(id) = ceph_id {
-                cli = cli.with_client_id(id);
-            }
-            if let Some(keyring) = keyring {
-                cli = cli.with_keyring(keyring);
-            }
+            let backend: Arc<dyn ClusterAgent> = match backup_dir {
+                Some(dir) => Arc::new(BackupStoreAgent::new(&site, dir)),
+                None => {
+                    let mut cli = CephCli::new(&site).with_timeout(Duration::from_secs(command_timeout));
+                    if let Some(conf) = ceph_conf {
+                        cli = cli.with_conf(conf);
+                    }
+                    if let Some(id) = ceph_id {
+                        cli = cli.with_client_id(id);
+                    }
+                    if let Some(keyring) = keyring {
+                        cli = cli.with_keyring(keyring);
+                    }
+                    Arc::new(cli)
+                }
+            };
             let tokens = Tokens::load(&token_file)?;
             let running = server::serve(
-                Arc::new(cli),
+                backend,
                 listen,
                 TlsFiles {
                     cert: tls_cert,

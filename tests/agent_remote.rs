@@ -132,10 +132,11 @@ fn sync_pool() -> SyncPool {
         exists: true,
         images: vec![SyncImage {
             name: "db-vol".into(),
-            snapshots: vec!["cephdr-sync-1764635400".into()],
-            transfer: Some(Transfer {
+            snapshots: vec!["cephdr-sync-site-b-1764635400".into()],
+            transfers: vec![Transfer {
+                peer: "sync-b.example:7444".into(),
                 from_snap: None,
-                to_snap: "cephdr-sync-1764635400".into(),
+                to_snap: "cephdr-sync-site-b-1764635400".into(),
                 started: "2026-12-02T00:30:00Z".parse().unwrap(),
                 finished: Some("2026-12-02T00:30:09Z".parse().unwrap()),
                 report: Some(TransferReport {
@@ -145,7 +146,7 @@ fn sync_pool() -> SyncPool {
                     chunks_sent: 13,
                 }),
                 error: None,
-            }),
+            }],
         }],
     }
 }
@@ -156,6 +157,7 @@ fn cluster_info() -> ClusterInfo {
         version: "16.2.15".into(),
         health: "HEALTH_WARN".into(),
         checks: vec!["POOL_APP_NOT_ENABLED".into()],
+        backup_store: false,
     }
 }
 

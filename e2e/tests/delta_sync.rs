@@ -4,13 +4,15 @@
 //! real image in a directory store restore every point, to a file and through `rbd import-diff`. The
 //! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools. Under
 //! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
-//! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs.
+//! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs;
+//! with a backup store as the copy site, the store keeps the newest points and each restores to A's data.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use cephdr::{
     agent::{
+        backup::BackupStoreAgent,
         server::{TlsFiles, Tokens},
         Sensitive,
     },
@@ -31,8 +33,9 @@ use cephdr::{
 };
 use cephdr_e2e::{
     faults::Tamper,
-    operator::{wait_until, OperatorStack, SITE_NAMES},
+    operator::{register_site, wait_until, OperatorStack, SiteAgent, SITE_NAMES},
     pki::Ca,
+    process::random_hex,
     shared_ceph_sites, shared_control_plane, unique_name, CephSite,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -417,6 +420,28 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
     Ok(())
 }
 
+/// Tells `site`'s CephSite where its receiver listens, with the receiver's token and CA in a Secret.
+async fn name_receiver(stack: &OperatorStack, site: &str, addr: &str, bed: &TlsBed) -> Result<()> {
+    let secret_name = format!("{site}-sync");
+    let secret = json!({
+        "metadata": {"name": secret_name},
+        "stringData": {"token": "sync-token-1", "ca.crt": String::from_utf8(bed.ca_pem.clone())?},
+    });
+    stack.ns.create::<Secret>(secret).await?;
+    let sync = json!({"spec": {"sync": {
+        "address": addr,
+        "serverName": "site-b",
+        "tokenSecretRef": {"name": secret_name, "key": "token"},
+        "caSecretRef": {"name": secret_name, "key": "ca.crt"},
+    }}});
+    stack
+        .ns
+        .api::<api::CephSite>()
+        .patch(site, &PatchParams::default(), &Patch::Merge(&sync))
+        .await?;
+    Ok(())
+}
+
 /// The newest synced snapshot of `image` in the pool's status, with its transfer's `fromSnapshot`, once it
 /// differs from `previous`.
 async fn next_synced(
@@ -474,22 +499,7 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
             pools: vec![pool.clone()],
         })
         .await?;
-    let secret = json!({
-        "metadata": {"name": "site-b-sync"},
-        "stringData": {"token": "sync-token-1", "ca.crt": String::from_utf8(bed.ca_pem.clone())?},
-    });
-    stack.ns.create::<Secret>(secret).await?;
-    let sync = json!({"spec": {"sync": {
-        "address": addr,
-        "serverName": "site-b",
-        "tokenSecretRef": {"name": "site-b-sync", "key": "token"},
-        "caSecretRef": {"name": "site-b-sync", "key": "ca.crt"},
-    }}});
-    stack
-        .ns
-        .api::<api::CephSite>()
-        .patch(SITE_NAMES[1], &PatchParams::default(), &Patch::Merge(&sync))
-        .await?;
+    name_receiver(&stack, SITE_NAMES[1], &addr, &bed).await?;
 
     stack
         .ns
@@ -563,5 +573,87 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
     })
     .await?;
     assert!(a.rbd(&["snap", "ls", &image])?.contains("user-snap"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_newest_points() -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    let a = &sites.a;
+    let stack = OperatorStack::start(plane, [a, &sites.b], "backup").await?;
+    let pool = unique_name("backup");
+    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
+    a.rbd(&["pool", "init", &pool])?;
+    a.import_random_image(&pool, "app", 8)?;
+
+    // The vault: a store directory, filled by a receiver and served to the operator by an agent.
+    let bed = TlsBed::new()?;
+    let store = bed.dir.path().join("vault");
+    let (addr, _stop) = bed.serve(Destination::Backup { dir: store.clone() }).await?;
+    let ca = Ca::new("vault agent CA")?;
+    let token = random_hex(32)?;
+    let backend = Arc::new(BackupStoreAgent::new("vault", &store));
+    let agent = SiteAgent::start("vault", "127.0.0.2", backend, &ca, &token).await?;
+    register_site(
+        &stack.ns,
+        "vault",
+        json!({"url": agent.url}),
+        &token,
+        &ca.cert_pem(),
+    )
+    .await?;
+    name_receiver(&stack, "vault", &addr, &bed).await?;
+
+    stack
+        .ns
+        .create::<RbdMirrorPool>(json!({
+            "metadata": {"name": "backup"},
+            "spec": {
+                "pool": pool,
+                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": "vault", "role": "secondary"}],
+                "engine": "delta-sync",
+                "deltaSync": {"keepSnapshots": 2, "checksum": "blake3"},
+                "snapshotSchedules": [{"interval": "1m"}],
+            }
+        }))
+        .await?;
+
+    // Three points, each checked against A's snapshot while A still holds it (it keeps only the newest).
+    let image = format!("{pool}/app");
+    let mut points = Vec::new();
+    for round in 0..3 {
+        let previous = points.last().map(|(snap, _): &(String, String)| snap.as_str());
+        let (snap, transfer) = next_synced(&stack, "backup", "app", previous).await?;
+        assert_eq!(
+            transfer.from_snapshot.as_deref(),
+            previous,
+            "round {round} continues the chain"
+        );
+        points.push((snap.clone(), a.image_checksum(&format!("{image}@{snap}"))?));
+        write_blocks_and_snap(a, &image, 8, 20, &format!("user-{round}")).await?;
+    }
+    let store_of = backup_store(&store, &image).await?;
+    wait_until("the store keeps the newest two points", || {
+        let held = futures::executor::block_on(store_of.points())?;
+        let snaps: Vec<String> = held.into_iter().map(|p| p.snap).collect();
+        Ok((snaps == [points[1].0.clone(), points[2].0.clone()]).then_some(()))
+    })
+    .await?;
+    for (snap, checksum) in &points[1..] {
+        let out = bed.dir.path().join(format!("{snap}.img"));
+        store_of.restore(snap, &out).await?;
+        assert_eq!(
+            &blake3::hash(&std::fs::read(&out)?).to_hex().to_string(),
+            checksum,
+            "{snap} restores"
+        );
+    }
+    let site = stack.ns.api::<api::CephSite>().get("vault").await?;
+    let status = site.status.context("vault status")?;
+    assert!(
+        conditions::is_true(&status.conditions, conditions::READY),
+        "{status:?}"
+    );
     Ok(())
 }

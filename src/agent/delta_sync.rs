@@ -12,21 +12,30 @@ use serde::{Deserialize, Serialize};
 use super::Sensitive;
 use crate::sync::frame::ChecksumKind;
 
-/// Prefix of the snapshots cephdr takes for delta-sync; the rest of the name is the Unix time it was taken.
+/// Prefix of the snapshots cephdr takes for delta-sync: `cephdr-sync-<copy site>-<Unix time>`, so pools
+/// that copy one Ceph pool to different sites (a replica, a backup) each keep their own series.
 pub const SNAPSHOT_PREFIX: &str = "cephdr-sync-";
 
-/// The name of a sync snapshot taken at `at`.
-pub fn snapshot_name(at: Timestamp) -> String {
-    format!("{SNAPSHOT_PREFIX}{}", at.as_second())
+/// The name of the sync snapshot for copies on `copy_site` taken at `at`.
+pub fn snapshot_name(copy_site: &str, at: Timestamp) -> String {
+    format!("{SNAPSHOT_PREFIX}{copy_site}-{}", at.as_second())
 }
 
 /// When a sync snapshot was taken, from its name; `None` for any other snapshot.
 pub fn snapshot_time(name: &str) -> Option<Timestamp> {
-    let seconds = name.strip_prefix(SNAPSHOT_PREFIX)?;
+    let (_, seconds) = name.strip_prefix(SNAPSHOT_PREFIX)?.rsplit_once('-')?;
     if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Timestamp::from_second(seconds.parse().ok()?).ok()
+}
+
+/// Whether `name` is a sync snapshot of the series for copies on `copy_site`.
+pub fn is_snapshot_for(name: &str, copy_site: &str) -> bool {
+    name.strip_prefix(SNAPSHOT_PREFIX)
+        .and_then(|rest| rest.strip_prefix(copy_site))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|seconds| !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One pool as delta-sync sees it on one cluster.
@@ -41,10 +50,11 @@ pub struct SyncPool {
 #[serde(rename_all = "camelCase")]
 pub struct SyncImage {
     pub name: String,
-    /// cephdr's sync snapshots of the image, oldest first.
+    /// cephdr's sync snapshots of the image (every series), oldest first.
     pub snapshots: Vec<String>,
-    /// The newest transfer of this image that this agent ran since it started, running or finished.
-    pub transfer: Option<Transfer>,
+    /// Per receiver, the newest transfer of this image that this agent ran since it started.
+    #[serde(default)]
+    pub transfers: Vec<Transfer>,
 }
 
 impl SyncImage {
@@ -57,6 +67,8 @@ impl SyncImage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transfer {
+    /// `host:port` of the receiver.
+    pub peer: String,
     /// None for a full copy.
     pub from_snap: Option<String>,
     pub to_snap: String,
@@ -114,16 +126,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_names_carry_the_time_they_were_taken() {
+    fn snapshot_names_carry_the_copy_site_and_the_time_they_were_taken() {
         let at = Timestamp::from_second(1_764_635_400).unwrap();
-        assert_eq!(snapshot_name(at), "cephdr-sync-1764635400");
-        assert_eq!(snapshot_time(&snapshot_name(at)), Some(at));
+        let name = snapshot_name("site-b", at);
+        assert_eq!(name, "cephdr-sync-site-b-1764635400");
+        assert_eq!(snapshot_time(&name), Some(at));
+        assert!(is_snapshot_for(&name, "site-b"));
+        assert!(!is_snapshot_for(&name, "site"), "another site's series");
+        assert!(!is_snapshot_for(&name, "b"));
         for other in [
-            "cephdr-sync-",
-            "cephdr-sync-12a",
-            "cephdr-sync--1",
+            "cephdr-sync-b-",
+            "cephdr-sync-b-12a",
             "daily-1764635400",
             "cephdr-sync-1 ",
+            "cephdr-sync-b-1 ",
         ] {
             assert_eq!(snapshot_time(other), None, "{other}");
         }

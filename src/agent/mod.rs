@@ -5,6 +5,7 @@
 //! runs, what a dry run shows and what the remote agent receives over HTTPS. Each step is idempotent:
 //! running it again after success changes nothing and succeeds.
 
+pub mod backup;
 pub mod ceph;
 pub mod delta_sync;
 pub mod faults;
@@ -88,6 +89,10 @@ pub struct ClusterInfo {
     pub health: String,
     /// Names of active health checks.
     pub checks: Vec<String>,
+    /// A cephdr backup store (`cephdr agent --backup-dir`) rather than a Ceph cluster: `version` is
+    /// cephdr's, and only delta-sync copies can live there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup_store: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

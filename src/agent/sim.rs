@@ -269,6 +269,7 @@ impl ClusterAgent for SimulatedCluster {
                 version: cluster.version.clone(),
                 health: cluster.health.clone(),
                 checks: cluster.checks.clone(),
+                backup_store: false,
             })
         })
     }

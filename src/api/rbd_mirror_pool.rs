@@ -135,6 +135,10 @@ pub struct DeltaSyncOptions {
     /// Transfers running at once for this pool (default 4).
     #[schemars(range(min = 1, max = 64))]
     pub max_concurrent_transfers: Option<u32>,
+    /// Sync snapshots the copy keeps per image, the newest synced one included (default 1): points in time
+    /// it can be restored or rolled back to.
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep_snapshots: Option<u32>,
 }
 
 /// Which images mirror, and how.

@@ -33,31 +33,41 @@ use crate::{
 /// resumes where the receiver's checkpoint stands.
 const SEND_ATTEMPTS: u32 = 4;
 
-/// The transfers this agent runs or ran, newest per image (`pool/image`).
+/// The transfers this agent runs or ran, newest per image (`pool/image`) and receiver.
 #[derive(Debug, Default)]
-pub(super) struct Transfers(Mutex<HashMap<String, Transfer>>);
+pub(super) struct Transfers(Mutex<HashMap<(String, String), Transfer>>);
 
 impl Transfers {
-    fn get(&self, image: &str) -> Option<Transfer> {
-        self.lock().get(image).cloned()
+    /// The image's transfers, one per receiver.
+    fn of(&self, image: &str) -> Vec<Transfer> {
+        let mut transfers: Vec<Transfer> = self
+            .lock()
+            .iter()
+            .filter(|((of, _), _)| of == image)
+            .map(|(_, transfer)| transfer.clone())
+            .collect();
+        transfers.sort_by(|a, b| a.peer.cmp(&b.peer));
+        transfers
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Transfer>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Transfer>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new transfer of `image` unless one is running; whether it was recorded.
+    /// Records a new transfer of `image` unless one to the same receiver is running; whether it was
+    /// recorded.
     fn begin(&self, image: &str, transfer: Transfer) -> bool {
+        let key = (image.to_string(), transfer.peer.clone());
         let mut transfers = self.lock();
-        if transfers.get(image).is_some_and(Transfer::running) {
+        if transfers.get(&key).is_some_and(Transfer::running) {
             return false;
         }
-        transfers.insert(image.to_string(), transfer);
+        transfers.insert(key, transfer);
         true
     }
 
-    fn end(&self, image: &str, outcome: Result<TransferReport, String>) {
-        if let Some(transfer) = self.lock().get_mut(image) {
+    fn end(&self, image: &str, peer: &str, outcome: Result<TransferReport, String>) {
+        if let Some(transfer) = self.lock().get_mut(&(image.to_string(), peer.to_string())) {
             transfer.finished = Some(Timestamp::now());
             match outcome {
                 Ok(report) => transfer.report = Some(report),
@@ -75,7 +85,7 @@ impl CephCli {
         };
         let mut images = sync_images(&json::<Vec<ListedEntry>>(&out)?);
         for image in &mut images {
-            image.transfer = self.transfers.get(&format!("{pool}/{}", image.name));
+            image.transfers = self.transfers.of(&format!("{pool}/{}", image.name));
         }
         Ok(SyncPool { exists: true, images })
     }
@@ -121,6 +131,7 @@ impl CephCli {
     ) {
         let spec = image.spec();
         let transfer = Transfer {
+            peer: peer.address.clone(),
             from_snap: from_snap.map(str::to_string),
             to_snap: to_snap.to_string(),
             started: Timestamp::now(),
@@ -160,7 +171,7 @@ impl CephCli {
                         Err(error)
                     }
                 };
-                transfers.end(&spec, outcome);
+                transfers.end(&spec, &transfer.peer, outcome);
             }
             .instrument(span),
         );
@@ -228,9 +239,9 @@ mod tests {
     fn a_listing_gives_each_image_its_sync_snapshots_oldest_first() {
         let listing = r#"[
             {"image":"db","id":"1","size":1048576,"format":2},
-            {"image":"db","id":"1","snapshot":"cephdr-sync-1764635460","snapshot_id":5,"size":1048576,"format":2,"protected":"false"},
+            {"image":"db","id":"1","snapshot":"cephdr-sync-site-b-1764635460","snapshot_id":5,"size":1048576,"format":2,"protected":"false"},
             {"image":"db","id":"1","snapshot":"nightly","snapshot_id":6,"size":1048576,"format":2,"protected":"false"},
-            {"image":"db","id":"1","snapshot":"cephdr-sync-999999999","snapshot_id":4,"size":1048576,"format":2,"protected":"false"},
+            {"image":"db","id":"1","snapshot":"cephdr-sync-vault-999999999","snapshot_id":4,"size":1048576,"format":2,"protected":"false"},
             {"image":"logs","id":"2","size":1048576,"format":2}
         ]"#;
         let entries: Vec<ListedEntry> = serde_json::from_str(listing).unwrap();
@@ -239,17 +250,18 @@ mod tests {
         assert_eq!(images[0].name, "db");
         assert_eq!(
             images[0].snapshots,
-            ["cephdr-sync-999999999", "cephdr-sync-1764635460"],
-            "numeric order, not text order; other snapshots are not cephdr's"
+            ["cephdr-sync-vault-999999999", "cephdr-sync-site-b-1764635460"],
+            "every series, by time; other snapshots are not cephdr's"
         );
         assert_eq!(images[1].name, "logs");
         assert!(images[1].snapshots.is_empty());
     }
 
     #[test]
-    fn a_running_transfer_is_not_started_twice() {
+    fn a_running_transfer_to_a_receiver_is_not_started_twice() {
         let transfers = Transfers::default();
-        let transfer = |to: &str| Transfer {
+        let transfer = |peer: &str, to: &str| Transfer {
+            peer: peer.into(),
             from_snap: None,
             to_snap: to.into(),
             started: Timestamp::UNIX_EPOCH,
@@ -257,16 +269,20 @@ mod tests {
             report: None,
             error: None,
         };
-        assert!(transfers.begin("rbd/db", transfer("s1")));
-        assert!(!transfers.begin("rbd/db", transfer("s2")));
-        transfers.end("rbd/db", Err("peer refused".into()));
-        let ended = transfers.get("rbd/db").unwrap();
+        assert!(transfers.begin("rbd/db", transfer("b:7444", "s1")));
+        assert!(!transfers.begin("rbd/db", transfer("b:7444", "s2")));
+        assert!(
+            transfers.begin("rbd/db", transfer("vault:7444", "v1")),
+            "another receiver runs alongside"
+        );
+        transfers.end("rbd/db", "b:7444", Err("peer refused".into()));
+        let ended = &transfers.of("rbd/db")[0];
         assert_eq!(
             (ended.to_snap.as_str(), ended.error.as_deref()),
             ("s1", Some("peer refused"))
         );
         assert!(
-            transfers.begin("rbd/db", transfer("s2")),
+            transfers.begin("rbd/db", transfer("b:7444", "s2")),
             "a finished transfer makes room for the next"
         );
     }

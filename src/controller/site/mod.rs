@@ -74,6 +74,13 @@ pub fn site_status(probe: Result<&ClusterInfo, (&'static str, String)>, now: Tim
         },
         Ok(info) => {
             let ready = match major_version(&info.version) {
+                _ if info.backup_store => conditions::condition(
+                    conditions::READY,
+                    true,
+                    reason::RECONCILED,
+                    format!("backup store reachable (cephdr {})", info.version),
+                    None,
+                ),
                 Some(major) if SUPPORTED_MAJOR_VERSIONS.contains(&major) => conditions::condition(
                     conditions::READY,
                     true,
@@ -123,6 +130,7 @@ mod tests {
             version: version.into(),
             health: "HEALTH_OK".into(),
             checks: vec![],
+            backup_store: false,
         }
     }
 
@@ -132,6 +140,19 @@ mod tests {
         assert_eq!(status.reachable, Some(true));
         assert!(conditions::is_true(&status.conditions, conditions::READY));
         assert_eq!(status.ceph_version.as_deref(), Some("16.2.15"));
+    }
+
+    #[test]
+    fn a_backup_store_is_ready_whatever_its_version() {
+        let store = ClusterInfo {
+            version: "0.1.0".into(),
+            backup_store: true,
+            ..info("0.1.0")
+        };
+        let status = site_status(Ok(&store), Timestamp::UNIX_EPOCH);
+        let ready = conditions::find(&status.conditions, conditions::READY).unwrap();
+        assert_eq!(ready.status, "True");
+        assert!(ready.message.contains("backup store"), "{}", ready.message);
     }
 
     #[test]

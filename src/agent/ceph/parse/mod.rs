@@ -127,6 +127,7 @@ pub(super) fn cluster_info(status: &CommandOutput, versions: &CommandOutput) -> 
         version,
         health: health.status,
         checks: health.checks.into_keys().collect(),
+        backup_store: false,
     })
 }
 

@@ -8,7 +8,11 @@
 //!    snapshot both hold (the whole image when there is none), at most `maxConcurrentTransfers` at once;
 //!    a failed transfer is started again, and resumes where the receiver's checkpoint stands;
 //! 3. otherwise, when a snapshot schedule is due since that snapshot, take a new one;
-//! 4. snapshots older than the newest common one go on both sites: nothing needs them any more.
+//! 4. while no transfer runs, snapshots older than the newest common one go from the primary (only that one
+//!    is a delta's base), and from the copy beyond the newest `keepSnapshots`.
+//!
+//! Snapshots are named `cephdr-sync-<copy site>-<Unix time>`: pools copying one Ceph pool to different
+//! sites (a replica, and a backup store behind a `cephdr agent --backup-dir`) each plan their own series.
 //!
 //! The primary is the site with `role: primary`: a `FailoverRequest` does not move delta-sync pools.
 
@@ -20,7 +24,7 @@ use k8s_openapi::{
 use super::{conditions, PoolPlan, REQUEUE_CONVERGED, REQUEUE_CONVERGING, REQUEUE_DEGRADED};
 use crate::{
     agent::{
-        delta_sync::{snapshot_name, snapshot_time},
+        delta_sync::{is_snapshot_for, snapshot_name, snapshot_time},
         Step, SyncImage, SyncPeer, SyncPool, Transfer, TransferOptions,
     },
     api::{
@@ -90,7 +94,7 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
                 spec,
                 observed,
                 now,
-                free_slots: free_transfer_slots(spec, pool),
+                free_slots: free_transfer_slots(spec, pool, &observed.copy.site),
                 steps: &mut steps,
             };
             for name in selected(spec, pool) {
@@ -150,7 +154,7 @@ fn selected(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> Vec<String> {
     }
 }
 
-fn free_transfer_slots(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> usize {
+fn free_transfer_slots(spec: &RbdMirrorPoolSpec, primary: &SyncPool, copy_site: &str) -> usize {
     let max = spec
         .delta_sync
         .as_ref()
@@ -159,7 +163,7 @@ fn free_transfer_slots(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> usize {
     let running = primary
         .images
         .iter()
-        .filter(|image| image.transfer.as_ref().is_some_and(Transfer::running))
+        .filter(|image| transfer_to(image, copy_site).is_some_and(Transfer::running))
         .count();
     max.saturating_sub(running)
 }
@@ -180,13 +184,12 @@ impl ImagePlanner<'_> {
         target: Option<&SyncImage>,
         copy_pool_ready: bool,
     ) -> ImageStatus {
-        let common = source
-            .snapshots
-            .iter()
-            .rev()
-            .find(|snap| target.is_some_and(|t| t.has_snapshot(snap)));
-        let newest = source.snapshots.last();
-        let transfer = source.transfer.as_ref();
+        let copy_site = self.observed.copy.site.as_str();
+        let ours = series(source, copy_site);
+        let theirs = target.map(|t| series(t, copy_site)).unwrap_or_default();
+        let common = ours.iter().rev().find(|snap| theirs.contains(snap)).copied();
+        let newest = ours.last().copied();
+        let transfer = transfer_to(source, copy_site);
         let running = transfer.is_some_and(Transfer::running);
         let mut description = None;
         if running {
@@ -205,11 +208,11 @@ impl ImagePlanner<'_> {
             self.steps.push(self.on_primary(Step::CreateSyncSnapshot {
                 pool: self.spec.pool.clone(),
                 image: source.name.clone(),
-                snap: snapshot_name(self.now),
+                snap: snapshot_name(copy_site, self.now),
             }));
         }
-        if let Some(common) = common {
-            self.prune(source, target, common, transfer);
+        if let (Some(common), false) = (common, running) {
+            self.prune(&source.name, &ours, &theirs, common);
         }
         let failed = transfer.and_then(|t| t.error.as_ref()).filter(|_| !running);
         let synced_at = common.and_then(|snap| snapshot_time(snap));
@@ -267,40 +270,59 @@ impl ImagePlanner<'_> {
             .any(|schedule| slot(schedule, self.now) > slot(schedule, taken))
     }
 
-    /// Removes sync snapshots older than `common` on both sites, except what a running transfer reads.
-    fn prune(
-        &mut self,
-        source: &SyncImage,
-        target: Option<&SyncImage>,
-        common: &str,
-        transfer: Option<&Transfer>,
-    ) {
-        let in_use = |snap: &str| {
-            transfer
-                .is_some_and(|t| t.running() && (t.from_snap.as_deref() == Some(snap) || t.to_snap == snap))
-        };
-        let older = |snap: &String| snapshot_time(snap) < snapshot_time(common) && !in_use(snap);
-        let sites = [
-            (&self.observed.primary.site, Some(source)),
-            (&self.observed.copy.site, target),
+    /// With no transfer of the image running (a receiver may be writing the copy): the primary keeps only
+    /// `common`, the next delta's base; the copy keeps its newest `keepSnapshots` up to `common`.
+    fn prune(&mut self, image: &str, ours: &[&String], theirs: &[&String], common: &str) {
+        let older = |snap: &&&String| snapshot_time(snap) < snapshot_time(common);
+        let keep_older = self
+            .spec
+            .delta_sync
+            .as_ref()
+            .and_then(|o| o.keep_snapshots)
+            .unwrap_or(1) as usize
+            - 1;
+        let copy_older: Vec<&&String> = theirs.iter().filter(older).collect();
+        let copy_excess = copy_older.len().saturating_sub(keep_older);
+        let removals = [
+            (
+                &self.observed.primary.site,
+                ours.iter().filter(older).collect::<Vec<_>>(),
+            ),
+            (
+                &self.observed.copy.site,
+                copy_older.into_iter().take(copy_excess).collect(),
+            ),
         ];
-        for (site, image) in sites {
-            for snap in image
-                .into_iter()
-                .flat_map(|i| i.snapshots.iter())
-                .filter(|s| older(s))
-            {
+        for (site, snaps) in removals {
+            for snap in snaps {
                 self.steps.push(SiteStep::new(
                     site,
                     Step::RemoveSyncSnapshot {
                         pool: self.spec.pool.clone(),
-                        image: source.name.clone(),
-                        snap: snap.clone(),
+                        image: image.to_string(),
+                        snap: (*snap).clone(),
                     },
                 ));
             }
         }
     }
+}
+
+/// The image's snapshots of the series for copies on `copy_site`, oldest first.
+fn series<'i>(image: &'i SyncImage, copy_site: &str) -> Vec<&'i String> {
+    image
+        .snapshots
+        .iter()
+        .filter(|snap| is_snapshot_for(snap, copy_site))
+        .collect()
+}
+
+/// The primary agent's newest transfer of the image towards copies on `copy_site`.
+fn transfer_to<'i>(image: &'i SyncImage, copy_site: &str) -> Option<&'i Transfer> {
+    image
+        .transfers
+        .iter()
+        .find(|transfer| is_snapshot_for(&transfer.to_snap, copy_site))
 }
 
 /// The schedule's slot `at` falls in: slots are `interval` long, counted from the start time of day (from

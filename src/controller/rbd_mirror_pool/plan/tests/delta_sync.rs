@@ -117,14 +117,17 @@ impl Sites {
                     image,
                     from_snap,
                     to_snap,
+                    peer,
                     ..
                 } => {
-                    let transfer = &mut self.image(&step.site, image).transfer;
-                    assert!(
-                        !transfer.as_ref().is_some_and(Transfer::running),
-                        "{image} shipped twice"
-                    );
-                    *transfer = Some(Transfer {
+                    let transfers = &mut self.image(&step.site, image).transfers;
+                    let previous = transfers.iter().position(|t| t.peer == peer.address);
+                    if let Some(index) = previous {
+                        assert!(!transfers[index].running(), "{image} shipped twice");
+                        transfers.remove(index);
+                    }
+                    transfers.push(Transfer {
+                        peer: peer.address.clone(),
                         from_snap: from_snap.clone(),
                         to_snap: to_snap.clone(),
                         started: now,
@@ -143,7 +146,7 @@ impl Sites {
         let now = self.now;
         let mut applied = Vec::new();
         for image in &mut self.pool("site-a").images {
-            let Some(transfer) = image.transfer.as_mut().filter(|t| t.running()) else {
+            let Some(transfer) = image.transfers.iter_mut().find(|t| t.running()) else {
                 continue;
             };
             transfer.finished = Some(now.checked_add(SignedDuration::from_secs(3)).unwrap());
@@ -192,7 +195,7 @@ fn a_new_pool_creates_the_copy_pool_and_snapshots_every_image() {
     let spec = delta_spec();
     let sites = Sites::new(&["db", "logs"]);
     let plan = sites.plan(&spec);
-    let snap = snapshot_name(sites.now);
+    let snap = snapshot_name("site-b", sites.now);
     assert_eq!(
         rendered(&plan.plan.steps),
         [
@@ -210,7 +213,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     let spec = delta_spec();
     let mut sites = Sites::new(&["db"]);
     sites.apply(&sites.plan(&spec));
-    let first = snapshot_name(sites.now);
+    let first = snapshot_name("site-b", sites.now);
     let ship = sites.plan(&spec);
     assert_eq!(
         ship.plan.steps[0].step,
@@ -262,7 +265,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     sites.advance(-250);
 
     sites.advance(300);
-    let second = snapshot_name(sites.now);
+    let second = snapshot_name("site-b", sites.now);
     let settled = sites.settle(&spec);
     assert_eq!(
         settled.status.images[0].synced_snapshot.as_deref(),
@@ -493,4 +496,31 @@ fn deleting_removes_cephdrs_snapshots_on_both_sites_or_keeps_them_with_retain() 
     sites.deleting = true;
     let plan = sites.plan(&retained);
     assert!(plan.plan.steps.is_empty() && plan.cleanup_complete);
+}
+
+#[test]
+fn the_copy_keeps_its_newest_snapshots_and_other_series_are_left_alone() {
+    let mut spec = delta_spec();
+    spec.delta_sync
+        .get_or_insert_with(Default::default)
+        .keep_snapshots = Some(2);
+    let mut sites = Sites::new(&["db"]);
+    let backup_series = "cephdr-sync-vault-1700000000".to_string();
+    sites.image("site-a", "db").snapshots.push(backup_series.clone());
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(snapshot_name("site-b", sites.now));
+        sites.settle(&spec);
+        sites.advance(300);
+    }
+    assert_eq!(
+        sites.image("site-b", "db").snapshots,
+        taken[1..],
+        "the copy keeps two points"
+    );
+    assert_eq!(
+        sites.image("site-a", "db").snapshots,
+        [backup_series, taken[2].clone()],
+        "the primary keeps the delta base, and another pool's series untouched"
+    );
 }
