@@ -81,3 +81,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tamper<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A TCP relay to `upstream` whose connections, in the order they arrive, get the faults queued for them:
+/// what the client sends passes through a [`Tamper`]; connections beyond the queue pass untouched.
+pub struct FaultyLink {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The faults of one connection through a [`FaultyLink`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkFault {
+    pub cut_at: Option<u64>,
+    pub flip_at: Option<u64>,
+}
+
+impl FaultyLink {
+    pub async fn start(
+        listen_ip: &str,
+        upstream: std::net::SocketAddr,
+        faults: Vec<LinkFault>,
+    ) -> io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((listen_ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut faults = faults.into_iter();
+            while let Ok((client, _)) = listener.accept().await {
+                let fault = faults.next().unwrap_or_default();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, client_write) = tokio::io::split(client);
+                    let (mut server_read, server_write) = tokio::io::split(server);
+                    let mut towards_server = Tamper {
+                        inner: server_write,
+                        written: 0,
+                        cut_at: fault.cut_at,
+                        flip_at: fault.flip_at,
+                    };
+                    let mut towards_client = client_write;
+                    // Either direction ending (a cut included) ends the connection, as a broken link does.
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut client_read, &mut towards_server) => {}
+                        _ = tokio::io::copy(&mut server_read, &mut towards_client) => {}
+                    }
+                });
+            }
+        });
+        Ok(FaultyLink { addr, task })
+    }
+}
+
+impl Drop for FaultyLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

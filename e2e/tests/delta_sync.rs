@@ -5,7 +5,8 @@
 //! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools. Under
 //! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
 //! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs;
-//! with a backup store as the copy site, the store keeps the newest points and each restores to A's data.
+//! with a backup store as the copy site, the store keeps the newest points and each restores to A's data;
+//! a transfer whose link is cut, then corrupted, resumes from the receiver's checkpoint.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -32,7 +33,7 @@ use cephdr::{
     },
 };
 use cephdr_e2e::{
-    faults::Tamper,
+    faults::{FaultyLink, LinkFault, Tamper},
     operator::{register_site, wait_until, OperatorStack, SiteAgent, SITE_NAMES},
     pki::Ca,
     process::random_hex,
@@ -515,7 +516,7 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
         }))
         .await?;
 
-    let (first, full) = next_synced(&stack, "dsync", "app", None).await?;
+    let (first, _) = next_synced(&stack, "dsync", "app", None).await?;
     let image = format!("{pool}/app");
     let at = |snap: &str| format!("{image}@{snap}");
     assert_eq!(
@@ -523,13 +524,11 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
         a.image_checksum(&at(&first))?,
         "the full copy"
     );
-    assert_eq!(
-        (full.from_snapshot.as_deref(), full.bytes_changed),
-        (None, Some(8 << 20))
-    );
 
+    // Right after the next slot's (empty) delta, so the writes land inside one slot.
+    let (base, _) = next_synced(&stack, "dsync", "app", Some(&first)).await?;
     write_blocks_and_snap(a, &image, 8, 50, "user-snap").await?;
-    let (second, delta) = next_synced(&stack, "dsync", "app", Some(&first)).await?;
+    let (second, delta) = next_synced(&stack, "dsync", "app", Some(&base)).await?;
     assert_eq!(
         b.image_checksum(&at(&second))?,
         a.image_checksum(&at(&second))?,
@@ -537,7 +536,7 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
     );
     assert_eq!(
         delta.from_snapshot.as_deref(),
-        Some(first.as_str()),
+        Some(base.as_str()),
         "shipped from the common snapshot"
     );
     assert_eq!(
@@ -564,12 +563,13 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
         "the transfer's figures are metrics"
     );
 
-    // The first snapshot is no longer needed once both hold the second; the user's own stays.
-    wait_until("the older sync snapshot pruned on both sites", || {
+    // The older snapshots are no longer needed once both hold the second; the user's own stays.
+    wait_until("the older sync snapshots pruned on both sites", || {
         let listed = [a, b].map(|site| site.rbd(&["snap", "ls", &image, "--format", "json"]));
         let [on_a, on_b] = listed;
         let (on_a, on_b) = (on_a?, on_b?);
-        Ok((!on_a.contains(&first) && !on_b.contains(&first)).then_some(()))
+        let gone = |snap: &str| !on_a.contains(snap) && !on_b.contains(snap);
+        Ok((gone(&first) && gone(&base)).then_some(()))
     })
     .await?;
     assert!(a.rbd(&["snap", "ls", &image])?.contains("user-snap"));
@@ -654,6 +654,65 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
     assert!(
         conditions::is_true(&status.conditions, conditions::READY),
         "{status:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte() -> Result<()> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    let (a, b) = (&sites.a, &sites.b);
+    let stack = OperatorStack::start(plane, [a, b], "dfault").await?;
+    let pool = unique_name("dfault");
+    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
+    a.rbd(&["pool", "init", &pool])?;
+    a.import_random_image(&pool, "app", 32)?;
+    let bed = TlsBed::new()?;
+    let (addr, _stop) = bed
+        .serve(Destination::Rbd {
+            rbd: rbd(b),
+            pools: vec![pool.clone()],
+        })
+        .await?;
+    // The first connection breaks after 12 MiB; in the second one byte flips (TLS refuses the record and
+    // the connection dies); the third passes.
+    let faults = vec![
+        LinkFault {
+            cut_at: Some(12 << 20),
+            flip_at: None,
+        },
+        LinkFault {
+            cut_at: None,
+            flip_at: Some(10 << 20),
+        },
+    ];
+    let link = FaultyLink::start("127.0.0.2", addr.parse()?, faults).await?;
+    name_receiver(&stack, SITE_NAMES[1], &link.addr.to_string(), &bed).await?;
+    stack
+        .ns
+        .create::<RbdMirrorPool>(json!({
+            "metadata": {"name": "dfault"},
+            "spec": {
+                "pool": pool,
+                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
+                "engine": "delta-sync",
+                "snapshotSchedules": [{"interval": "1h"}],
+            }
+        }))
+        .await?;
+
+    let (snap, transfer) = next_synced(&stack, "dfault", "app", None).await?;
+    let spec = format!("{pool}/app@{snap}");
+    assert_eq!(b.image_checksum(&spec)?, a.image_checksum(&spec)?, "{spec}");
+    let (changed, shipped) = (
+        transfer.bytes_changed.context("changed")?,
+        transfer.bytes_shipped.context("shipped")?,
+    );
+    assert_eq!(changed, 32 << 20);
+    assert!(
+        shipped < changed * 3 / 4,
+        "the last attempt resumed from the receiver's checkpoint: {shipped} of {changed} bytes shipped"
     );
     Ok(())
 }
