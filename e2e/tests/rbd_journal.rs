@@ -1,8 +1,10 @@
 //! Journal-mode RBD mirroring configured by cephdr on two real Ceph sites: an `RbdMirrorPool` with
 //! `images.mirrorMode: journal` journals the image on A, and rbd-mirror on B replays every write, with no
-//! mirror snapshot involved.
+//! mirror snapshot involved. A planned failover of the journaled image moves the primary to B with every
+//! write acknowledged on A: the demotion is replayed from the journal, then B is promoted.
 
 use anyhow::{Context as _, Result};
+use cephdr::api::failover_request::FailoverPhase;
 use cephdr_e2e::{
     operator::{wait_until, OperatorStack},
     process::random_hex,
@@ -59,6 +61,44 @@ async fn journal_mode_image_replays_every_write_on_b() -> Result<()> {
         serde_json::from_str::<serde_json::Value>(&snapshots)?,
         json!([]),
         "journal mode takes no snapshots"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_failover_of_a_journaled_image_moves_it_to_b_with_every_acknowledged_write() -> Result<()> {
+    let (stack, sites) = OperatorStack::on_rbd_mirror_sites("journal-failover").await?;
+    let pool = format!("jf{}", random_hex(3)?);
+    let spec = format!("{pool}/db");
+    stack
+        .mirrored_image(
+            [&sites.a, &sites.b],
+            "journaled-failover",
+            &pool,
+            "db",
+            8,
+            json!({"images": {"mirrorMode": "journal", "names": ["db"]}, "snapshotSchedules": []}),
+        )
+        .await?;
+    sites.a.write_some(&spec)?;
+    let acknowledged = sites.a.image_checksum(&spec)?;
+
+    let done = stack
+        .failover("journal-to-b", "planned", "site-b", "journaled-failover")
+        .await?;
+    let status = done.status.context("status")?;
+    assert_eq!(status.phase, FailoverPhase::Completed, "{status:#?}");
+    assert!(sites.b.is_primary(&spec)?, "db is primary on B");
+    assert!(!sites.a.is_primary(&spec)?, "db is no longer primary on A");
+    assert_eq!(
+        sites.b.image_checksum(&spec)?,
+        acknowledged,
+        "no acknowledged write lost"
+    );
+    sites.b.write_some(&spec).context("B accepts writes")?;
+    assert!(
+        sites.a.write_some(&spec).is_err(),
+        "A refuses writes after demotion"
     );
     Ok(())
 }

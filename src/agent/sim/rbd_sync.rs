@@ -272,6 +272,10 @@ impl WorldState {
         }
         match image.points.last().map(|point| &point.origin) {
             None => return Some(status("syncing", "bootstrapping, IMAGE_SYNC/CREATE_SYNC_POINT")),
+            // What Pacific's rbd-mirror reports once a journaled copy replayed the demotion (measured).
+            Some(Origin::Copy { demoted: true, .. }) if mirroring.mode == ImageMirrorMode::Journal => {
+                return Some(status("unknown", "remote image is not primary"))
+            }
             Some(Origin::Copy { demoted: true, .. }) => {
                 return Some(status("unknown", "remote image demoted"))
             }

@@ -6,12 +6,13 @@
 //! primary time it applied is at or after it). `last_synced` alone would not do: Ceph reports it in whole
 //! seconds, so a snapshot taken in the same second as the demotion would pass for it.
 //!
-//! Journal mode keeps no snapshots. T has replayed the demotion when rbd-mirror reports "remote image
-//! demoted", or replays with `entries_behind_primary: 0` in a description at least one refresh (about
-//! 30 s) younger than the demotion: an older one may have been written before the demotion arrived, and a
-//! promote handed out on it would be refused and fail the request. Ceph's non-forced promote refuses an
-//! image that is not caught up, so a description that is wrong all the same fails the promote instead of
-//! losing data.
+//! Journal mode keeps no snapshots. T has replayed the demotion when rbd-mirror reports "remote image is
+//! not primary" (measured on Pacific: T's replayer stops at the demotion entry, `up+stopped`, and restarts to
+//! find both sides non-primary, `up+unknown`, within seconds), or replays with `entries_behind_primary: 0`
+//! in a description at least one refresh (about 30 s) younger than the demotion: an older one may have
+//! been written before the demotion arrived, and a promote handed out on it would be refused and fail the
+//! request. Ceph's non-forced promote refuses an image that is not caught up, so a description that is
+//! wrong all the same fails the promote instead of losing data.
 //!
 //! A resync takes hold only once rbd-mirror acts on the flag, which deletes the stale image before it
 //! recreates it; an observation taken meanwhile still shows the old copy. So a resync handed out is not
@@ -92,7 +93,7 @@ pub(super) fn journal_caught_up(receiver: &RbdImage, source: &RbdImage, refreshe
         return false;
     }
     receiver.replay.as_ref().is_some_and(|r| {
-        r.up && (r.description.contains("remote image demoted")
+        r.up && (r.description.contains("remote image is not primary")
             || (refreshed && r.state == "replaying" && entries_behind_primary(&r.description) == Some(0)))
     })
 }
