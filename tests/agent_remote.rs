@@ -146,6 +146,7 @@ fn sync_pool() -> SyncPool {
                     chunks_sent: 13,
                 }),
                 error: None,
+                permanent: false,
             }],
         }],
     }

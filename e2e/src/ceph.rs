@@ -87,6 +87,24 @@ impl CephSites {
             .map_err(|_| anyhow::anyhow!("site b start-up panicked"))??;
         Ok(CephSites { a, b })
     }
+
+    /// After a failover of image `spec` to B: exactly one primary, on B, holding what A's head held
+    /// (`acknowledged`, its checksum before the failover); B accepts writes and A refuses them.
+    pub fn assert_moved_to_b(&self, spec: &str, acknowledged: &str) -> Result<()> {
+        anyhow::ensure!(self.b.is_primary(spec)?, "{spec} is not primary on B");
+        anyhow::ensure!(!self.a.is_primary(spec)?, "{spec} is still primary on A");
+        let on_b = self.b.image_checksum(spec)?;
+        anyhow::ensure!(
+            on_b == acknowledged,
+            "acknowledged writes lost: B holds {on_b}, A had {acknowledged}"
+        );
+        self.b.write_some(spec).context("B refuses writes")?;
+        anyhow::ensure!(
+            self.a.write_some(spec).is_err(),
+            "A accepts writes after demotion"
+        );
+        Ok(())
+    }
 }
 
 pub fn require_ceph_binaries() -> Result<()> {

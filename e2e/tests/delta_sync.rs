@@ -2,7 +2,8 @@
 //! on B. A full sync then incrementals give equal `rbd export` checksums; a transfer cut halfway resumes
 //! from its checkpoint; a byte flipped in transit is rejected by chunk number and sent again. Backups of a
 //! real image in a directory store restore every point, to a file and through `rbd import-diff`. The
-//! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools. Under
+//! sidecars replicate and back up over one TLS port with a token, and refuse wrong tokens and pools, and a
+//! delta onto a copy that was written since its base. Under
 //! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
 //! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs;
 //! with a backup store as the copy site, the store keeps the newest points and each restores to A's data;
@@ -37,7 +38,7 @@ use cephdr_e2e::{
     operator::{register_site, wait_until, OperatorStack, SiteAgent, SITE_NAMES},
     pki::Ca,
     process::random_hex,
-    shared_ceph_sites, shared_control_plane, unique_name, CephSite,
+    shared_ceph_sites, shared_control_plane, unique_name, CephSite, CephSites,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -380,6 +381,18 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
     };
     assert!(permanent && reason.contains("exists"), "{reason}");
 
+    // A copy written on B since s2 is not patched over: it would end up neither A's s3 nor its own data.
+    write_blocks_and_snap(a, &image, 8, 10, "s3").await?;
+    b.write_some(&image)?;
+    let diverged = sender.send(&image, Some("s2"), "s3").await;
+    let Err(SendError::Sync(SyncError::Rejected {
+        permanent, reason, ..
+    })) = diverged
+    else {
+        panic!("expected a refusal, got {diverged:?}");
+    };
+    assert!(permanent && reason.contains("written since s2"), "{reason}");
+
     let denied = bed
         .sender(a, &addr, "wrong-token")
         .send(&image, Some("s1"), "s2")
@@ -419,6 +432,43 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
         a.image_checksum(&format!("{image}@s2"))?
     );
     Ok(())
+}
+
+/// The operator on the bed's sites, and a new pool on A holding image `app` of `mib` MiB of random data.
+async fn operator_and_pool_on_a(
+    prefix: &str,
+    mib: usize,
+) -> Result<(OperatorStack, &'static CephSites, String)> {
+    let plane = shared_control_plane().await?;
+    let sites = shared_ceph_sites().await?;
+    let stack = OperatorStack::start(plane, [&sites.a, &sites.b], prefix).await?;
+    let pool = unique_name(prefix);
+    sites.a.ceph(&["osd", "pool", "create", &pool, "8"])?;
+    sites.a.rbd(&["pool", "init", &pool])?;
+    sites.a.import_random_image(&pool, "app", mib)?;
+    Ok((stack, sites, pool))
+}
+
+/// An `RbdMirrorPool` `name` copying `pool` from site A to `copy_site` by delta-sync; `spec` adds fields.
+async fn delta_sync_pool(
+    stack: &OperatorStack,
+    name: &str,
+    pool: &str,
+    copy_site: &str,
+    spec: serde_json::Value,
+) -> Result<()> {
+    let mut manifest = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "pool": pool,
+            "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": copy_site, "role": "secondary"}],
+            "engine": "delta-sync",
+        }
+    });
+    if let (Some(base), serde_json::Value::Object(extra)) = (manifest["spec"].as_object_mut(), spec) {
+        base.extend(extra);
+    }
+    stack.ns.create::<RbdMirrorPool>(manifest).await.map(drop)
 }
 
 /// Tells `site`'s CephSite where its receiver listens, with the receiver's token and CA in a Secret.
@@ -483,14 +533,8 @@ async fn next_synced(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_changed() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
+    let (stack, sites, pool) = operator_and_pool_on_a("dsync", 8).await?;
     let (a, b) = (&sites.a, &sites.b);
-    let stack = OperatorStack::start(plane, [a, b], "dsync").await?;
-    let pool = unique_name("dsync");
-    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
-    a.rbd(&["pool", "init", &pool])?;
-    a.import_random_image(&pool, "app", 8)?;
 
     // B's receiver, and its CephSite saying how to reach it, with its token and CA in a Secret.
     let bed = TlsBed::new()?;
@@ -502,19 +546,14 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
         .await?;
     name_receiver(&stack, SITE_NAMES[1], &addr, &bed).await?;
 
-    stack
-        .ns
-        .create::<RbdMirrorPool>(json!({
-            "metadata": {"name": "dsync"},
-            "spec": {
-                "pool": pool,
-                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
-                "engine": "delta-sync",
-                "deltaSync": {"zstdLevel": 3},
-                "snapshotSchedules": [{"interval": "1m"}],
-            }
-        }))
-        .await?;
+    delta_sync_pool(
+        &stack,
+        "dsync",
+        &pool,
+        SITE_NAMES[1],
+        json!({"deltaSync": {"zstdLevel": 3}, "snapshotSchedules": [{"interval": "1m"}]}),
+    )
+    .await?;
 
     let (first, _) = next_synced(&stack, "dsync", "app", None).await?;
     let image = format!("{pool}/app");
@@ -578,14 +617,8 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_newest_points() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
+    let (stack, sites, pool) = operator_and_pool_on_a("backup", 8).await?;
     let a = &sites.a;
-    let stack = OperatorStack::start(plane, [a, &sites.b], "backup").await?;
-    let pool = unique_name("backup");
-    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
-    a.rbd(&["pool", "init", &pool])?;
-    a.import_random_image(&pool, "app", 8)?;
 
     // The vault: a store directory, filled by a receiver and served to the operator by an agent.
     let bed = TlsBed::new()?;
@@ -605,19 +638,7 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
     .await?;
     name_receiver(&stack, "vault", &addr, &bed).await?;
 
-    stack
-        .ns
-        .create::<RbdMirrorPool>(json!({
-            "metadata": {"name": "backup"},
-            "spec": {
-                "pool": pool,
-                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": "vault", "role": "secondary"}],
-                "engine": "delta-sync",
-                "deltaSync": {"keepSnapshots": 2, "checksum": "blake3"},
-                "snapshotSchedules": [{"interval": "1m"}],
-            }
-        }))
-        .await?;
+    delta_sync_pool(&stack, "backup", &pool, "vault", json!({"deltaSync": {"keepSnapshots": 2, "checksum": "blake3"}, "snapshotSchedules": [{"interval": "1m"}]})).await?;
 
     // Three points, each checked against A's snapshot while A still holds it (it keeps only the newest).
     let image = format!("{pool}/app");
@@ -660,14 +681,8 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte() -> Result<()> {
-    let plane = shared_control_plane().await?;
-    let sites = shared_ceph_sites().await?;
+    let (stack, sites, pool) = operator_and_pool_on_a("dfault", 32).await?;
     let (a, b) = (&sites.a, &sites.b);
-    let stack = OperatorStack::start(plane, [a, b], "dfault").await?;
-    let pool = unique_name("dfault");
-    a.ceph(&["osd", "pool", "create", &pool, "8"])?;
-    a.rbd(&["pool", "init", &pool])?;
-    a.import_random_image(&pool, "app", 32)?;
     let bed = TlsBed::new()?;
     let (addr, _stop) = bed
         .serve(Destination::Rbd {
@@ -689,18 +704,14 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
     ];
     let link = FaultyLink::start("127.0.0.2", addr.parse()?, faults).await?;
     name_receiver(&stack, SITE_NAMES[1], &link.addr.to_string(), &bed).await?;
-    stack
-        .ns
-        .create::<RbdMirrorPool>(json!({
-            "metadata": {"name": "dfault"},
-            "spec": {
-                "pool": pool,
-                "sites": [{"site": SITE_NAMES[0], "role": "primary"}, {"site": SITE_NAMES[1], "role": "secondary"}],
-                "engine": "delta-sync",
-                "snapshotSchedules": [{"interval": "1h"}],
-            }
-        }))
-        .await?;
+    delta_sync_pool(
+        &stack,
+        "dfault",
+        &pool,
+        SITE_NAMES[1],
+        json!({"snapshotSchedules": [{"interval": "1h"}]}),
+    )
+    .await?;
 
     let (snap, transfer) = next_synced(&stack, "dfault", "app", None).await?;
     let spec = format!("{pool}/app@{snap}");

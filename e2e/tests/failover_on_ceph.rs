@@ -134,19 +134,7 @@ async fn planned_failover_moves_the_primary_to_b_with_every_acknowledged_write()
     );
 
     // Exactly one primary, on B, holding every acknowledged write.
-    assert!(sites.b.is_primary(&spec)?, "db is primary on B");
-    assert!(!sites.a.is_primary(&spec)?, "db is no longer primary on A");
-    assert_eq!(
-        sites.b.image_checksum(&spec)?,
-        acknowledged,
-        "no acknowledged write lost"
-    );
-    sites.b.write_some(&spec).context("B accepts writes")?;
-    assert!(
-        sites.a.write_some(&spec).is_err(),
-        "A refuses writes after demotion"
-    );
-    Ok(())
+    sites.assert_moved_to_b(&spec, &acknowledged)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -88,17 +88,5 @@ async fn planned_failover_of_a_journaled_image_moves_it_to_b_with_every_acknowle
         .await?;
     let status = done.status.context("status")?;
     assert_eq!(status.phase, FailoverPhase::Completed, "{status:#?}");
-    assert!(sites.b.is_primary(&spec)?, "db is primary on B");
-    assert!(!sites.a.is_primary(&spec)?, "db is no longer primary on A");
-    assert_eq!(
-        sites.b.image_checksum(&spec)?,
-        acknowledged,
-        "no acknowledged write lost"
-    );
-    sites.b.write_some(&spec).context("B accepts writes")?;
-    assert!(
-        sites.a.write_some(&spec).is_err(),
-        "A refuses writes after demotion"
-    );
-    Ok(())
+    sites.assert_moved_to_b(&spec, &acknowledged)
 }

@@ -79,6 +79,10 @@ pub struct Transfer {
     pub report: Option<TransferReport>,
     /// Set when it finished failed, after its retries.
     pub error: Option<String>,
+    /// The failure will repeat until something changes: the receiver refused the transfer (a copy
+    /// written since its base, an image that exists), or the source could not read it.
+    #[serde(default)]
+    pub permanent: bool,
 }
 
 impl Transfer {

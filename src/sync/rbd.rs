@@ -74,6 +74,23 @@ impl RbdCli {
     }
 
     /// Starts `rbd export-diff [--from-snap FROM] IMAGE@TO -` and reads its stream.
+    /// Whether the image's head differs from its snapshot `snap` (`rbd diff --from-snap` lists anything).
+    pub async fn changed_since(&self, image: &str, snap: &str) -> Result<bool, TargetError> {
+        let args = ["diff", "--from-snap", snap, image, "--format", "json"];
+        let mut command = self.command(&args);
+        command.stdout(Stdio::piped());
+        let out = command.output().await?;
+        if !out.status.success() {
+            return Err(failed(&args, &out.status, &out.stderr));
+        }
+        let extents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| {
+            TargetError::Io(std::io::Error::other(format!(
+                "rbd diff printed no JSON list: {e}"
+            )))
+        })?;
+        Ok(!extents.is_empty())
+    }
+
     pub async fn export_diff(
         &self,
         image: &str,
@@ -230,8 +247,16 @@ impl Target for RbdImage {
     async fn begin(&mut self, checkpoint: &Checkpoint) -> Result<(), TargetError> {
         let transfer = &checkpoint.transfer;
         self.transfer = Some(transfer.clone());
-        if transfer.from_snap.is_some() {
-            // `rbd import-diff` checks that the image holds the from-snap.
+        if let Some(from) = &transfer.from_snap {
+            // `rbd import-diff` checks that the image holds the from-snap, not that its head still equals
+            // it: a copy written since would end up neither the source's snapshot nor its own. A resumed
+            // transfer has changed the head itself, so only a fresh one can be checked.
+            if checkpoint.next_seq == 0 && self.rbd.changed_since(&self.image, from).await? {
+                return Err(TargetError::Diverged {
+                    image: self.image.clone(),
+                    since: from.clone(),
+                });
+            }
             return Ok(());
         }
         // A full diff leaves out what was never written, so it is applied only to an image it created:

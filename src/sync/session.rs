@@ -85,6 +85,10 @@ pub enum TargetError {
     },
     #[error("image {0} exists: a full transfer writes only into an image it created")]
     Exists(String),
+    #[error(
+        "image {image} was written since {since}: a delta applies only onto the snapshot it starts from"
+    )]
+    Diverged { image: String, since: String },
     #[error("no restore point {0:?} in the store")]
     NoSuchPoint(String),
     #[error("backup file {file} does not match its BLAKE3 in the manifest")]
@@ -137,7 +141,9 @@ impl SyncError {
             SyncError::Refused { .. }
                 | SyncError::NoToSnap
                 | SyncError::OtherTransfer
-                | SyncError::Target(TargetError::ChainBroken { .. } | TargetError::Exists(_))
+                | SyncError::Target(
+                    TargetError::ChainBroken { .. } | TargetError::Exists(_) | TargetError::Diverged { .. }
+                )
                 | SyncError::Rejected { permanent: true, .. }
         )
     }

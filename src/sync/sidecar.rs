@@ -198,7 +198,7 @@ pub enum SendError {
 impl SendError {
     /// Whether another attempt may succeed: the connection or the transfer broke, rather than the
     /// receiver refusing it or the source failing.
-    fn retriable(&self) -> bool {
+    pub fn retriable(&self) -> bool {
         match self {
             SendError::Transport(e) => matches!(e, TransportError::Io(_) | TransportError::Timeout),
             SendError::Sync(e) => !e.permanent() && !matches!(e, SyncError::Diff(_)),

@@ -66,12 +66,16 @@ impl Transfers {
         true
     }
 
-    fn end(&self, image: &str, peer: &str, outcome: Result<TransferReport, String>) {
+    /// Records how a transfer ended: its report, or its error and whether that error is permanent.
+    fn end(&self, image: &str, peer: &str, outcome: Result<TransferReport, (String, bool)>) {
         if let Some(transfer) = self.lock().get_mut(&(image.to_string(), peer.to_string())) {
             transfer.finished = Some(Timestamp::now());
             match outcome {
                 Ok(report) => transfer.report = Some(report),
-                Err(error) => transfer.error = Some(error),
+                Err((error, permanent)) => {
+                    transfer.error = Some(error);
+                    transfer.permanent = permanent;
+                }
             }
         }
     }
@@ -138,6 +142,7 @@ impl CephCli {
             finished: None,
             report: None,
             error: None,
+            permanent: false,
         };
         if !self.transfers.begin(&spec, transfer.clone()) {
             return;
@@ -166,9 +171,10 @@ impl CephCli {
                         })
                     }
                     Err(error) => {
+                        let permanent = !error.retriable();
                         let error = error_chain(&error);
-                        warn!(%error, "transfer failed");
-                        Err(error)
+                        warn!(%error, permanent, "transfer failed");
+                        Err((error, permanent))
                     }
                 };
                 transfers.end(&spec, &transfer.peer, outcome);
@@ -268,6 +274,7 @@ mod tests {
             finished: None,
             report: None,
             error: None,
+            permanent: false,
         };
         assert!(transfers.begin("rbd/db", transfer("b:7444", "s1")));
         assert!(!transfers.begin("rbd/db", transfer("b:7444", "s2")));
@@ -275,7 +282,7 @@ mod tests {
             transfers.begin("rbd/db", transfer("vault:7444", "v1")),
             "another receiver runs alongside"
         );
-        transfers.end("rbd/db", "b:7444", Err("peer refused".into()));
+        transfers.end("rbd/db", "b:7444", Err(("peer refused".into(), true)));
         let ended = &transfers.of("rbd/db")[0];
         assert_eq!(
             (ended.to_snap.as_str(), ended.error.as_deref()),

@@ -71,6 +71,39 @@ pub struct PoolPlan {
     pub cleanup_complete: bool,
 }
 
+impl PoolPlan {
+    /// A finalizer's plan: `steps` undo what is left; `complete` once nothing is.
+    fn cleanup(
+        steps: Vec<SiteStep>,
+        conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        status: RbdMirrorPoolStatus,
+        complete: bool,
+    ) -> PoolPlan {
+        let requeue = requeue(!steps.is_empty(), complete, REQUEUE_CONVERGED);
+        PoolPlan {
+            plan: Plan {
+                steps,
+                conditions,
+                requeue,
+            },
+            status,
+            tokens_needed: Vec::new(),
+            cleanup_complete: complete,
+        }
+    }
+}
+
+/// When to look again: soon while steps run, after `settled` when all is well, in between when not.
+fn requeue(working: bool, well: bool, settled: Duration) -> Duration {
+    if working {
+        REQUEUE_CONVERGING
+    } else if well {
+        settled
+    } else {
+        REQUEUE_DEGRADED
+    }
+}
+
 pub fn plan(spec: &RbdMirrorPoolSpec, observed: &Observed, now: Timestamp) -> PoolPlan {
     let pair = match resolve(spec, observed) {
         Ok(pair) => pair,
@@ -178,13 +211,8 @@ fn converge(
     findings.note_daemons(&status);
     findings.stale_snapshots = stale.into_iter().map(|(_, snapshot)| snapshot).collect();
     let conditions = conditions::converging(spec, &findings, views, &status, &steps, &tokens_needed);
-    let requeue = if !steps.is_empty() || !tokens_needed.is_empty() {
-        REQUEUE_CONVERGING
-    } else if conditions::healthy(&conditions) {
-        REQUEUE_CONVERGED
-    } else {
-        REQUEUE_DEGRADED
-    };
+    let working = !steps.is_empty() || !tokens_needed.is_empty();
+    let requeue = requeue(working, conditions::healthy(&conditions), REQUEUE_CONVERGED);
     PoolPlan {
         plan: Plan {
             steps,

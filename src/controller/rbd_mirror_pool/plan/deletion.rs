@@ -11,16 +11,14 @@
 //! In pool mode Ceph refuses per-image changes; disabling pool mirroring disables its images. Images in split
 //! brain are disabled like any other: both diverged copies stay, as plain images, for a person to compare.
 
-use super::{
-    super::status::SitePair, conditions, PoolPlan, REQUEUE_CONVERGED, REQUEUE_CONVERGING, REQUEUE_DEGRADED,
-};
+use super::{super::status::SitePair, conditions, PoolPlan};
 use crate::{
     agent::{PoolMirrorMode, RbdPoolState, Step},
     api::{
         common::DeletionPolicy,
         rbd_mirror_pool::{RbdMirrorPoolSpec, RbdMirrorPoolStatus},
     },
-    plan::{Plan, SiteStep},
+    plan::SiteStep,
 };
 
 pub(super) fn plan(spec: &RbdMirrorPoolSpec, pair: &SitePair, status: RbdMirrorPoolStatus) -> PoolPlan {
@@ -38,23 +36,7 @@ pub(super) fn plan(spec: &RbdMirrorPoolSpec, pair: &SitePair, status: RbdMirrorP
         &undo.steps,
         undo.complete,
     );
-    let requeue = if !undo.steps.is_empty() {
-        REQUEUE_CONVERGING
-    } else if undo.complete {
-        REQUEUE_CONVERGED
-    } else {
-        REQUEUE_DEGRADED
-    };
-    PoolPlan {
-        plan: Plan {
-            steps: undo.steps,
-            conditions,
-            requeue,
-        },
-        status,
-        tokens_needed: Vec::new(),
-        cleanup_complete: undo.complete,
-    }
+    PoolPlan::cleanup(undo.steps, conditions, status, undo.complete)
 }
 
 struct Undo {

@@ -21,7 +21,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::{conditions, PoolPlan, REQUEUE_CONVERGED, REQUEUE_CONVERGING, REQUEUE_DEGRADED};
+use super::{conditions, requeue, PoolPlan, REQUEUE_CONVERGED};
 use crate::{
     agent::{
         delta_sync::{is_snapshot_for, snapshot_name, snapshot_time},
@@ -46,6 +46,8 @@ pub const TRANSFER_FAILED: &str = "TransferFailed";
 pub const STATE_SYNCING: &str = "syncing";
 
 const DEFAULT_MAX_TRANSFERS: usize = 4;
+/// How long after a refused transfer it is tried again.
+const RETRY_REFUSED: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One site of a delta-sync pool as the reconciler observed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,13 +118,12 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
             .as_ref()
             .is_some_and(|t| t.duration_seconds.is_none())
     });
-    let requeue = if !steps.is_empty() || running {
-        REQUEUE_CONVERGING
-    } else if conditions::healthy(&conditions) {
-        next_due(spec, now).min(REQUEUE_CONVERGED)
-    } else {
-        REQUEUE_DEGRADED
-    };
+    let settled = next_due(spec, now).min(REQUEUE_CONVERGED);
+    let requeue = requeue(
+        !steps.is_empty() || running,
+        conditions::healthy(&conditions),
+        settled,
+    );
     PoolPlan {
         plan: Plan {
             steps,
@@ -196,6 +197,12 @@ impl ImagePlanner<'_> {
             description = transfer.map(shipping);
         } else if let Some(newest) = newest.filter(|snap| Some(*snap) != common) {
             match (&self.observed.receiver, copy_pool_ready) {
+                _ if self.holds_back(transfer) => {
+                    description = Some(format!(
+                    "{newest} waits: the last transfer was refused; it is tried again {} s after it ended",
+                    RETRY_REFUSED.as_secs()
+                ))
+                }
                 (Ok(peer), true) if self.free_slots > 0 => {
                     self.free_slots -= 1;
                     let send = self.send(source, common, newest, peer);
@@ -233,6 +240,15 @@ impl ImagePlanner<'_> {
             synced_snapshot: common.cloned(),
             last_transfer: transfer.map(transfer_status),
         }
+    }
+
+    /// Whether the last transfer failed in a way that repeats until something changes (a copy written
+    /// since its base), recently enough not to try again yet: a retry every reconcile only adds noise.
+    fn holds_back(&self, transfer: Option<&Transfer>) -> bool {
+        transfer
+            .filter(|t| t.permanent && t.error.is_some())
+            .and_then(|t| t.finished)
+            .is_some_and(|ended| seconds_since(ended, self.now) < RETRY_REFUSED.as_secs())
     }
 
     fn on_primary(&self, step: Step) -> SiteStep {
@@ -551,23 +567,7 @@ fn deletion(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved) -> PoolPlan {
     }
     let complete = steps.is_empty() && unreachable.is_empty();
     let conditions = conditions::deleting(spec.deletion_policy, &unreachable, &steps, complete);
-    let requeue = if !steps.is_empty() {
-        REQUEUE_CONVERGING
-    } else if complete {
-        REQUEUE_CONVERGED
-    } else {
-        REQUEUE_DEGRADED
-    };
-    PoolPlan {
-        plan: Plan {
-            steps,
-            conditions,
-            requeue,
-        },
-        status: RbdMirrorPoolStatus::default(),
-        tokens_needed: Vec::new(),
-        cleanup_complete: complete,
-    }
+    PoolPlan::cleanup(steps, conditions, RbdMirrorPoolStatus::default(), complete)
 }
 
 /// The site with `role: primary` and the other one, as `spec.sites` names them.

@@ -134,6 +134,7 @@ impl Sites {
                         finished: None,
                         report: None,
                         error: None,
+                        permanent: false,
                     });
                 }
                 other => panic!("unexpected step {other}"),
@@ -143,6 +144,10 @@ impl Sites {
 
     /// Finishes every running transfer, applied (its snapshot appears on the copy) or failed.
     fn finish_transfers(&mut self, failure: Option<&str>) {
+        self.end_transfers(failure, false)
+    }
+
+    fn end_transfers(&mut self, failure: Option<&str>, permanent: bool) {
         let now = self.now;
         let mut applied = Vec::new();
         for image in &mut self.pool("site-a").images {
@@ -151,7 +156,10 @@ impl Sites {
             };
             transfer.finished = Some(now.checked_add(SignedDuration::from_secs(3)).unwrap());
             match failure {
-                Some(error) => transfer.error = Some(error.into()),
+                Some(error) => {
+                    transfer.error = Some(error.into());
+                    transfer.permanent = permanent;
+                }
                 None => {
                     transfer.report = Some(TransferReport {
                         changed_bytes: 4096,
@@ -523,4 +531,28 @@ fn the_copy_keeps_its_newest_snapshots_and_other_series_are_left_alone() {
         [backup_series, taken[2].clone()],
         "the primary keeps the delta base, and another pool's series untouched"
     );
+}
+
+#[test]
+fn a_refused_transfer_is_tried_again_only_after_a_while() {
+    let spec = delta_spec();
+    let mut sites = Sites::new(&["db"]);
+    sites.settle(&spec);
+    sites.advance(300);
+    sites.apply(&sites.plan(&spec));
+    sites.apply(&sites.plan(&spec));
+    sites.end_transfers(Some("image rbd/db was written since cephdr-sync-site-b-1"), true);
+    sites.advance(5);
+    let held = sites.plan(&spec);
+    assert!(held.plan.steps.is_empty(), "{:?}", rendered(&held.plan.steps));
+    assert_eq!(find(&held.plan.conditions, READY).reason, TRANSFER_FAILED);
+    assert!(held.status.images[0]
+        .description
+        .as_deref()
+        .unwrap()
+        .contains("written since"));
+    sites.advance(300);
+    let retried = sites.plan(&spec);
+    assert_eq!(rendered(&retried.plan.steps).len(), 1);
+    assert_eq!(retried.plan.steps[0].step.verb(), "send-delta");
 }
