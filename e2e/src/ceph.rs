@@ -351,7 +351,8 @@ impl CephSite {
                         buf.starts_with(b"HTTP/1.").then_some(())
                     }))
             },
-        )?;
+        )
+        .with_context(|| format!("its log ends:\n{}", self.daemon_log("rgw", 30)))?;
         Ok(endpoint)
     }
 
