@@ -12,7 +12,7 @@ use cephdr::{
 };
 use common::{pool_manifest, ready, realm_manifest, zone_manifest, Bed};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 
 #[tokio::test]
 async fn site_reports_identity_and_becomes_unready_when_its_agent_is_unreachable() -> Result<()> {
@@ -32,12 +32,11 @@ async fn site_reports_identity_and_becomes_unready_when_its_agent_is_unreachable
     assert_eq!(status.observed_generation, site.metadata.generation);
 
     bed.world.set_down("site-a", true);
-    // Any change makes the controller look again; a label is the least intrusive one.
-    let mut touched = site.clone();
-    touched.metadata.labels = Some([("touched".to_string(), "1".to_string())].into());
-    touched.metadata.managed_fields = None;
+    // Any change makes the controller look again; a label is the least intrusive one. A merge patch, not
+    // a replace: the controller may have written status since `site` was read (a 409 otherwise).
+    let touched = serde_json::json!({"metadata": {"labels": {"touched": "1"}}});
     bed.api::<CephSite>()
-        .replace("site-a", &PostParams::default(), &touched)
+        .patch("site-a", &PatchParams::default(), &Patch::Merge(&touched))
         .await?;
     let down = bed
         .wait::<CephSite>("site-a", "unreachable", Duration::from_secs(20), |s| {
