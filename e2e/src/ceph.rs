@@ -88,6 +88,12 @@ impl CephSites {
         Ok(CephSites { a, b })
     }
 
+    /// A guard for a test that stops daemons: when it drops, even as a failed test unwinds, every daemon
+    /// still stopped starts again, so the tests after it find both sites whole.
+    pub fn outage(&self) -> Outage<'_> {
+        Outage(self)
+    }
+
     /// After a failover of image `spec` to B: exactly one primary, on B, holding what A's head held
     /// (`acknowledged`, its checksum before the failover); B accepts writes and A refuses them.
     pub fn assert_moved_to_b(&self, spec: &str, acknowledged: &str) -> Result<()> {
@@ -104,6 +110,21 @@ impl CephSites {
             "A accepts writes after demotion"
         );
         Ok(())
+    }
+}
+
+pub struct Outage<'a>(&'a CephSites);
+
+impl Drop for Outage<'_> {
+    fn drop(&mut self) {
+        for site in [&self.0.a, &self.0.b] {
+            if let Err(error) = site.restart_stopped() {
+                eprintln!(
+                    "site {}: restarting its stopped daemons failed: {error:#}",
+                    site.name
+                );
+            }
+        }
     }
 }
 
@@ -461,6 +482,26 @@ impl CephSite {
             .collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Whether rbd-mirror here replays the image and, for a snapshot-mode image, has fully applied the
+    /// newest mirror snapshot of its primary and syncs nothing now (`replay_state` idle, local and remote
+    /// snapshot times equal). A snapshot-mode copy whose bytes match may still be mid-sync, and a forced
+    /// promotion rolls it back to its last complete snapshot; a journaled copy keeps what it replayed.
+    pub fn replica_in_sync(&self, spec: &str) -> Result<bool> {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.rbd(&["mirror", "image", "status", spec, "--format", "json"])?)?;
+        let description = status["description"].as_str().unwrap_or_default();
+        let Some(embedded) = description.find('{').map(|start| &description[start..]) else {
+            return Ok(false);
+        };
+        let replay: serde_json::Value = serde_json::from_str(embedded)?;
+        let journaled = replay.get("entries_behind_primary").is_some();
+        Ok(status["state"] == "up+replaying"
+            && (journaled || replay["replay_state"] == "idle")
+            && (journaled
+                || replay["local_snapshot_timestamp"].is_i64()
+                    && replay["local_snapshot_timestamp"] == replay["remote_snapshot_timestamp"]))
     }
 
     /// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).

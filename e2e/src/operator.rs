@@ -397,8 +397,10 @@ impl OperatorStack {
             .await?;
         for (image, source) in images.iter().zip(&checksums) {
             let spec = format!("{pool}/{image}");
-            wait_until(&format!("{spec} identical on site B"), || {
-                Ok((b.image_checksum(&spec)? == *source).then_some(()))
+            // The bytes first, then the replay state: idle after the bytes matched means the newest
+            // complete snapshot on B holds them, which is what a forced promotion keeps.
+            wait_until(&format!("{spec} identical and in sync on site B"), || {
+                Ok((b.image_checksum(&spec)? == *source && b.replica_in_sync(&spec)?).then_some(()))
             })
             .await?;
         }

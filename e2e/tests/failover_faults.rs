@@ -192,6 +192,7 @@ async fn planned_failovers_survive_a_killed_operator_in_every_phase_and_an_unrea
 async fn site_a_killed_mid_planned_failover_is_finished_by_an_emergency_then_failed_back() -> Result<()> {
     let _alone = SITES_IN_USE.write().await;
     let (mut stack, sites) = OperatorStack::on_rbd_mirror_sites("killed-a-e2e").await?;
+    let _outage = sites.outage();
     let (a, b) = (&sites.a, &sites.b);
     let pool = format!("ka{}", random_hex(3)?);
     let spec = format!("{pool}/db");

@@ -149,6 +149,7 @@ async fn emergency_failover_with_site_a_killed_then_resync_and_move_back_when_it
 
     // From here on site A goes down and site B's rbd-mirror stops: no other test may use them meanwhile.
     let _alone = SITES_IN_USE.write().await;
+    let _outage = sites.outage();
     // A write that A acknowledges but that never reaches B (B pulls nothing while its rbd-mirror is
     // stopped); then every daemon of A dies. A's agent stays up and finds no monitor.
     b.stop_daemon("rbd-mirror", false)?;

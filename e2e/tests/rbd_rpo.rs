@@ -45,6 +45,7 @@ async fn a_stopped_rbd_mirror_misses_the_rpo_until_it_runs_again() -> Result<()>
     rpo_met(&stack, "True").await?;
 
     // B stops replaying; A keeps writing and taking scheduled snapshots.
+    let _outage = sites.outage();
     sites.b.stop_daemon("rbd-mirror", false)?;
     sites.a.write_some(&spec)?;
     let written = sites.a.image_checksum(&spec)?;
