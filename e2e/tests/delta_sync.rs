@@ -325,6 +325,19 @@ impl TlsBed {
         Ok((addr, stop))
     }
 
+    /// [`serve`](Self::serve) a receiver that writes into `pool` on `site`.
+    async fn serve_rbd(
+        &self,
+        site: &CephSite,
+        pool: &str,
+    ) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+        self.serve(Destination::Rbd {
+            rbd: rbd(site),
+            pools: vec![pool.to_string()],
+        })
+        .await
+    }
+
     fn sender(&self, site: &CephSite, peer: &str, token: &str) -> Sender {
         Sender {
             rbd: rbd(site),
@@ -352,12 +365,7 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
     a.import_random_image(&pool, "app", 8)?;
     a.rbd(&["snap", "create", &format!("{image}@s1")])?;
     let bed = TlsBed::new()?;
-    let (addr, _stop) = bed
-        .serve(Destination::Rbd {
-            rbd: rbd(b),
-            pools: vec![pool.clone()],
-        })
-        .await?;
+    let (addr, _stop) = bed.serve_rbd(b, &pool).await?;
     let sender = bed.sender(a, &addr, "sync-token-1");
 
     let full = sender.send(&image, None, "s1").await?;
@@ -401,12 +409,7 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
         matches!(denied, Err(SendError::Transport(TransportError::Denied))),
         "{denied:?}"
     );
-    let (elsewhere, _stop) = bed
-        .serve(Destination::Rbd {
-            rbd: rbd(b),
-            pools: vec!["another-pool".into()],
-        })
-        .await?;
+    let (elsewhere, _stop) = bed.serve_rbd(b, "another-pool").await?;
     let refused = bed
         .sender(a, &elsewhere, "sync-token-1")
         .send(&image, Some("s1"), "s2")
@@ -538,12 +541,7 @@ async fn the_operator_replicates_a_pool_by_delta_sync_and_ships_only_what_change
 
     // B's receiver, and its CephSite saying how to reach it, with its token and CA in a Secret.
     let bed = TlsBed::new()?;
-    let (addr, _stop) = bed
-        .serve(Destination::Rbd {
-            rbd: rbd(b),
-            pools: vec![pool.clone()],
-        })
-        .await?;
+    let (addr, _stop) = bed.serve_rbd(b, &pool).await?;
     name_receiver(&stack, SITE_NAMES[1], &addr, &bed).await?;
 
     delta_sync_pool(
@@ -684,12 +682,7 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
     let (stack, sites, pool) = operator_and_pool_on_a("dfault", 32).await?;
     let (a, b) = (&sites.a, &sites.b);
     let bed = TlsBed::new()?;
-    let (addr, _stop) = bed
-        .serve(Destination::Rbd {
-            rbd: rbd(b),
-            pools: vec![pool.clone()],
-        })
-        .await?;
+    let (addr, _stop) = bed.serve_rbd(b, &pool).await?;
     // The first connection breaks after 12 MiB; in the second one byte flips (TLS refuses the record and
     // the connection dies); the third passes.
     let faults = vec![

@@ -46,7 +46,8 @@ impl BackupStoreAgent {
         }
     }
 
-    async fn images(&self, pool_dir: &Path) -> AgentResult<Vec<SyncImage>> {
+    /// The images kept of `pool`, from its directory `pool_dir`.
+    async fn images(&self, pool: &str, pool_dir: &Path) -> AgentResult<Vec<SyncImage>> {
         let mut entries = tokio::fs::read_dir(pool_dir)
             .await
             .map_err(|e| self.failed("list the pool's images", e))?;
@@ -62,11 +63,7 @@ impl BackupStoreAgent {
             if !entry.file_type().await.is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let spec = format!(
-                "{}/{name}",
-                pool_dir.file_name().unwrap_or_default().to_string_lossy()
-            );
-            let store = self.store(&spec).await?;
+            let store = self.store(&format!("{pool}/{name}")).await?;
             let points = store
                 .points()
                 .await
@@ -164,7 +161,7 @@ impl ClusterAgent for BackupStoreAgent {
         }
         Ok(SyncPool {
             exists: true,
-            images: self.images(&pool_dir).await?,
+            images: self.images(pool, &pool_dir).await?,
         })
     }
 

@@ -296,4 +296,9 @@ impl RbdMirrorPoolSpec {
             .find(|s| s.role == role)
             .map(|s| s.site.as_str())
     }
+
+    /// The pool's site that is not `site` (the schema requires two different sites).
+    pub fn other_site(&self, site: &str) -> Option<&str> {
+        self.sites.iter().map(|s| s.site.as_str()).find(|s| *s != site)
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -99,6 +100,26 @@ impl Context {
     pub async fn agent(&self, namespace: &str, name: &str) -> Result<Arc<dyn ClusterAgent>> {
         let site = self.site(namespace, name)?;
         self.agents.connect(&site).await
+    }
+
+    /// The `CephSite` named `name` and what `read` learns through its agent. Only an unknown site is an
+    /// error: an unreachable agent or a failed read is the outcome, as a message for the planner to report.
+    pub async fn read_site<T, E, Read>(
+        &self,
+        namespace: &str,
+        name: &str,
+        read: impl FnOnce(Arc<dyn ClusterAgent>) -> Read,
+    ) -> Result<(Arc<CephSite>, std::result::Result<T, String>)>
+    where
+        E: std::fmt::Display,
+        Read: Future<Output = std::result::Result<T, E>>,
+    {
+        let site = self.site(namespace, name)?;
+        let outcome = match self.agents.connect(&site).await {
+            Ok(agent) => read(agent).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Ok((site, outcome))
     }
 
     /// The next retry delay for `object` (see [`backoff_delay`]) with ±20% jitter, so objects that failed

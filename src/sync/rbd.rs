@@ -73,7 +73,6 @@ impl RbdCli {
         }
     }
 
-    /// Starts `rbd export-diff [--from-snap FROM] IMAGE@TO -` and reads its stream.
     /// Whether the image's head differs from its snapshot `snap` (`rbd diff --from-snap` lists anything).
     pub async fn changed_since(&self, image: &str, snap: &str) -> Result<bool, TargetError> {
         let args = ["diff", "--from-snap", snap, image, "--format", "json"];
@@ -91,6 +90,7 @@ impl RbdCli {
         Ok(!extents.is_empty())
     }
 
+    /// Starts `rbd export-diff [--from-snap FROM] IMAGE@TO -` and reads its stream.
     pub async fn export_diff(
         &self,
         image: &str,

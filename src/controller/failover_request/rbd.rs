@@ -63,14 +63,6 @@ fn seen<'a>(pool: &'a ObservedPool, site: &str, image: &str) -> Seen<'a> {
     }
 }
 
-fn other_site<'a>(pool: &'a ObservedPool, site: &str) -> Option<&'a str> {
-    pool.spec
-        .sites
-        .iter()
-        .map(|s| s.site.as_str())
-        .find(|s| *s != site)
-}
-
 /// The target pool with Ceph pool name `pool` that has a copy on `site`.
 fn find_pool<'a>(ctx: &'a Ctx, pool: &str, site: &str) -> Option<&'a ObservedPool> {
     ctx.observed.pools.iter().find(|p| {
@@ -142,7 +134,7 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
                  (failover of delta-sync pools is not built yet)"
             )));
         }
-        let peer = match other_site(pool, target) {
+        let peer = match pool.spec.other_site(target) {
             Some(peer) if pool.spec.sites.iter().any(|s| s.site == target) => peer,
             _ => {
                 return Err(Failure::preflight(format!(
@@ -224,7 +216,7 @@ fn check_sites(ctx: &Ctx, pool: &ObservedPool, sites: &[&str]) -> Result<(), Fai
     // The site that receives copies during the request needs an rbd-mirror daemon.
     let receiver = match ctx.action() {
         FailoverAction::Planned | FailoverAction::Failback => Some(ctx.target()),
-        FailoverAction::Resync => other_site(pool, ctx.target()),
+        FailoverAction::Resync => pool.spec.other_site(ctx.target()),
         FailoverAction::Emergency | FailoverAction::Drill => None,
     };
     // Every site must answer before anything else is judged: a site that does not decides what to do next
@@ -329,7 +321,7 @@ pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
     let Some(observed) = find_pool(ctx, pool, site) else {
         return Eval::Fail(format!("no target RbdMirrorPool has pool {pool} on site {site}"));
     };
-    let Some(other) = other_site(observed, site) else {
+    let Some(other) = observed.spec.other_site(site) else {
         return Eval::Fail(format!("RbdMirrorPool {} names site {site} twice", observed.name));
     };
     let (here, there) = (seen(observed, site, image), seen(observed, other, image));
@@ -457,7 +449,7 @@ pub(super) fn verify(ctx: &Ctx, pool: &str, image: &str) -> Result<(), String> {
     if !ctx.needs_peer() {
         return Ok(());
     }
-    let peer = other_site(observed, target).unwrap_or_default();
+    let peer = observed.spec.other_site(target).unwrap_or_default();
     match seen(observed, peer, image) {
         Seen::Image(copy) if is_primary(copy) => {
             Err(format!("image {label} is still primary on site {peer}"))

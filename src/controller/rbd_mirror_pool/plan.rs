@@ -18,7 +18,7 @@ mod tests;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 
 use super::status::{self, ImageView, Placement, SitePair};
 use crate::{
@@ -72,14 +72,13 @@ pub struct PoolPlan {
 }
 
 impl PoolPlan {
-    /// A finalizer's plan: `steps` undo what is left; `complete` once nothing is.
-    fn cleanup(
+    /// A plan that needs no bootstrap token and finishes no cleanup.
+    fn new(
         steps: Vec<SiteStep>,
-        conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        conditions: Vec<Condition>,
+        requeue: Duration,
         status: RbdMirrorPoolStatus,
-        complete: bool,
     ) -> PoolPlan {
-        let requeue = requeue(!steps.is_empty(), complete, REQUEUE_CONVERGED);
         PoolPlan {
             plan: Plan {
                 steps,
@@ -88,7 +87,21 @@ impl PoolPlan {
             },
             status,
             tokens_needed: Vec::new(),
+            cleanup_complete: false,
+        }
+    }
+
+    /// A finalizer's plan: `steps` undo what is left; `complete` once nothing is.
+    fn cleanup(
+        steps: Vec<SiteStep>,
+        conditions: Vec<Condition>,
+        status: RbdMirrorPoolStatus,
+        complete: bool,
+    ) -> PoolPlan {
+        let requeue = requeue(!steps.is_empty(), complete, REQUEUE_CONVERGED);
+        PoolPlan {
             cleanup_complete: complete,
+            ..PoolPlan::new(steps, conditions, requeue, status)
         }
     }
 }
@@ -155,17 +168,17 @@ fn resolve<'a>(spec: &RbdMirrorPoolSpec, observed: &'a Observed) -> Result<SiteP
 }
 
 fn invalid_spec(spec: &RbdMirrorPoolSpec, observed: &Observed, problem: String) -> PoolPlan {
+    let conditions = conditions::invalid_spec(&problem);
     PoolPlan {
-        plan: Plan {
-            steps: Vec::new(),
-            conditions: conditions::invalid_spec(&problem),
-            requeue: REQUEUE_CONVERGED,
-        },
-        status: RbdMirrorPoolStatus::default(),
-        tokens_needed: Vec::new(),
         // Nothing can be undone without knowing the sites; Retain asks for nothing to be undone.
         cleanup_complete: observed.deleting
             && spec.deletion_policy == crate::api::common::DeletionPolicy::Retain,
+        ..PoolPlan::new(
+            Vec::new(),
+            conditions,
+            REQUEUE_CONVERGED,
+            RbdMirrorPoolStatus::default(),
+        )
     }
 }
 
@@ -214,14 +227,8 @@ fn converge(
     let working = !steps.is_empty() || !tokens_needed.is_empty();
     let requeue = requeue(working, conditions::healthy(&conditions), REQUEUE_CONVERGED);
     PoolPlan {
-        plan: Plan {
-            steps,
-            conditions,
-            requeue,
-        },
-        status,
         tokens_needed,
-        cleanup_complete: false,
+        ..PoolPlan::new(steps, conditions, requeue, status)
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
     status as pool_status,
 };
 use crate::{
-    agent::{Sensitive, SyncPeer},
+    agent::{ClusterAgent, Sensitive, SyncPeer},
     api::{
         common::SecretKeyRef, conditions::reason, rbd_mirror_pool::ReplicationEngine, CephSite,
         RbdMirrorPool, RbdMirrorPoolStatus,
@@ -131,36 +131,23 @@ async fn observe_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool)
     let namespace = pool.namespace().unwrap_or_default();
     let (primary, copy) = delta_sync::primary_and_copy(&pool.spec)
         .ok_or_else(|| Error::InvalidSpec("exactly one site must have role: primary".into()))?;
-    let (_, primary) = observe_sync_site(ctx, &namespace, primary, &pool.spec.pool).await?;
-    let (copy_site, copy) = observe_sync_site(ctx, &namespace, copy, &pool.spec.pool).await?;
+    let sync_pool = |agent: Arc<dyn ClusterAgent>| async move { agent.sync_pool(&pool.spec.pool).await };
+    let (_, primary_state) = ctx.read_site(&namespace, primary, sync_pool).await?;
+    let (copy_site, copy_state) = ctx.read_site(&namespace, copy, sync_pool).await?;
     let receiver = match deleting {
         true => Err((reason::PROGRESSING, "deleting".to_string())),
         false => receiver(ctx, &copy_site).await,
     };
+    let observed = |site: &str, pool| ObservedSyncSite {
+        site: site.to_string(),
+        pool,
+    };
     Ok(DeltaObserved {
-        primary,
-        copy,
+        primary: observed(primary, primary_state),
+        copy: observed(copy, copy_state),
         receiver,
         deleting,
     })
-}
-
-async fn observe_sync_site(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    pool: &str,
-) -> Result<(Arc<CephSite>, ObservedSyncSite)> {
-    let site = ctx.site(namespace, name)?;
-    let state = match ctx.agents.connect(&site).await {
-        Ok(agent) => agent.sync_pool(pool).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let observed = ObservedSyncSite {
-        site: name.to_string(),
-        pool: state,
-    };
-    Ok((site, observed))
 }
 
 /// How the primary's agent reaches the copy site's receiver, with its token and CA from their Secrets.
@@ -200,11 +187,11 @@ async fn observe(
     let namespace = pool.namespace().unwrap_or_default();
     let mut sites = Vec::with_capacity(pool.spec.sites.len());
     for pool_site in &pool.spec.sites {
-        let site = ctx.site(&namespace, &pool_site.site)?;
-        let state = match ctx.agents.connect(&site).await {
-            Ok(agent) => agent.rbd_pool(&pool.spec.pool).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let (site, state) = ctx
+            .read_site(&namespace, &pool_site.site, |agent| async move {
+                agent.rbd_pool(&pool.spec.pool).await
+            })
+            .await?;
         sites.push(ObservedSite {
             site: pool_site.site.clone(),
             ceph_site_name: site.ceph_site_name(),

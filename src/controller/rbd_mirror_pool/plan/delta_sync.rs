@@ -35,7 +35,7 @@ use crate::{
         },
     },
     controller::rbd_mirror_pool::status::{self as pool_status, seconds_since},
-    plan::{describe, Plan, SiteStep},
+    plan::{describe, SiteStep},
 };
 
 /// Condition reason while the other site's `CephSite` names no receiver, or its credentials are missing.
@@ -85,6 +85,7 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
         ));
     }
     let mut images = Vec::new();
+    let running = primary.map_or(0, |pool| running_transfers(pool, &observed.copy.site));
     match primary {
         Some(pool) if !pool.exists => waiting.push(format!(
             "pool {} does not exist on {}",
@@ -96,7 +97,7 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
                 spec,
                 observed,
                 now,
-                free_slots: free_transfer_slots(spec, pool, &observed.copy.site),
+                free_slots: max_transfers(spec).saturating_sub(running),
                 steps: &mut steps,
             };
             for name in selected(spec, pool) {
@@ -112,28 +113,13 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
     }
     let status = pool_status_of(spec, &observed.primary.site, images);
     let conditions = converging_conditions(spec, observed, &unreachable, &waiting, &status, &steps);
-    let running = status.images.iter().any(|image| {
-        image
-            .last_transfer
-            .as_ref()
-            .is_some_and(|t| t.duration_seconds.is_none())
-    });
     let settled = next_due(spec, now).min(REQUEUE_CONVERGED);
     let requeue = requeue(
-        !steps.is_empty() || running,
+        !steps.is_empty() || running > 0,
         conditions::healthy(&conditions),
         settled,
     );
-    PoolPlan {
-        plan: Plan {
-            steps,
-            conditions,
-            requeue,
-        },
-        status,
-        tokens_needed: Vec::new(),
-        cleanup_complete: false,
-    }
+    PoolPlan::new(steps, conditions, requeue, status)
 }
 
 fn observe<'a>(site: &'a ObservedSyncSite, unreachable: &mut Vec<String>) -> Option<&'a SyncPool> {
@@ -155,18 +141,20 @@ fn selected(spec: &RbdMirrorPoolSpec, primary: &SyncPool) -> Vec<String> {
     }
 }
 
-fn free_transfer_slots(spec: &RbdMirrorPoolSpec, primary: &SyncPool, copy_site: &str) -> usize {
-    let max = spec
-        .delta_sync
+fn max_transfers(spec: &RbdMirrorPoolSpec) -> usize {
+    spec.delta_sync
         .as_ref()
         .and_then(|options| options.max_concurrent_transfers)
-        .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize);
-    let running = primary
+        .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize)
+}
+
+/// How many of the primary's transfers towards `copy_site` run now.
+fn running_transfers(primary: &SyncPool, copy_site: &str) -> usize {
+    primary
         .images
         .iter()
         .filter(|image| transfer_to(image, copy_site).is_some_and(Transfer::running))
-        .count();
-    max.saturating_sub(running)
+        .count()
 }
 
 struct ImagePlanner<'a> {
@@ -283,7 +271,8 @@ impl ImagePlanner<'_> {
         self.spec
             .snapshot_schedules
             .iter()
-            .any(|schedule| slot(schedule, self.now) > slot(schedule, taken))
+            .filter_map(Slots::of)
+            .any(|slots| slots.index(self.now) > slots.index(taken))
     }
 
     /// With no transfer of the image running (a receiver may be writing the copy): the primary keeps only
@@ -341,16 +330,33 @@ fn transfer_to<'i>(image: &'i SyncImage, copy_site: &str) -> Option<&'i Transfer
         .find(|transfer| is_snapshot_for(&transfer.to_snap, copy_site))
 }
 
-/// The schedule's slot `at` falls in: slots are `interval` long, counted from the start time of day (from
-/// midnight UTC without one), so snapshots land on the times the schedule names.
-fn slot(schedule: &SnapshotSchedule, at: Timestamp) -> i64 {
-    let interval = schedule.interval_seconds().unwrap_or(3600).max(1) as i64;
-    let offset = schedule
-        .start_time
-        .as_deref()
-        .and_then(seconds_of_day)
-        .unwrap_or(0);
-    (at.as_second() - offset).div_euclid(interval)
+/// A schedule's slots: `interval` long, counted from the start time of day (from midnight UTC without one),
+/// so snapshots land on the times the schedule names.
+struct Slots {
+    interval: i64,
+    offset: i64,
+}
+
+impl Slots {
+    /// None for an interval the schema refuses.
+    fn of(schedule: &SnapshotSchedule) -> Option<Slots> {
+        let interval = schedule.interval_seconds().filter(|&seconds| seconds > 0)? as i64;
+        let offset = schedule
+            .start_time
+            .as_deref()
+            .and_then(seconds_of_day)
+            .unwrap_or(0);
+        Some(Slots { interval, offset })
+    }
+
+    /// The slot `at` falls in.
+    fn index(&self, at: Timestamp) -> i64 {
+        (at.as_second() - self.offset).div_euclid(self.interval)
+    }
+
+    fn seconds_until_next(&self, now: Timestamp) -> i64 {
+        (self.index(now) + 1) * self.interval + self.offset - now.as_second()
+    }
 }
 
 /// `HH:MM:SS` as seconds after midnight.
@@ -365,16 +371,8 @@ fn next_due(spec: &RbdMirrorPoolSpec, now: Timestamp) -> std::time::Duration {
     let wait = spec
         .snapshot_schedules
         .iter()
-        .filter_map(|schedule| {
-            let interval = schedule.interval_seconds()? as i64;
-            let offset = schedule
-                .start_time
-                .as_deref()
-                .and_then(seconds_of_day)
-                .unwrap_or(0);
-            let next_slot_start = (slot(schedule, now) + 1) * interval + offset;
-            Some(next_slot_start - now.as_second())
-        })
+        .filter_map(Slots::of)
+        .map(|slots| slots.seconds_until_next(now))
         .min()
         .unwrap_or(60);
     std::time::Duration::from_secs(wait.max(1) as u64)
@@ -573,6 +571,5 @@ fn deletion(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved) -> PoolPlan {
 /// The site with `role: primary` and the other one, as `spec.sites` names them.
 pub fn primary_and_copy(spec: &RbdMirrorPoolSpec) -> Option<(&str, &str)> {
     let primary = spec.site_with_role(SiteRole::Primary)?;
-    let copy = spec.sites.iter().find(|s| s.site != primary)?;
-    Some((primary, copy.site.as_str()))
+    Some((primary, spec.other_site(primary)?))
 }
