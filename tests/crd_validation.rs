@@ -371,6 +371,12 @@ fn invalid_on_update() -> Vec<Case> {
             "pool is immutable",
         ),
         c(
+            "pool switched to the other engine",
+            pool,
+            json!({"spec": {"engine": "delta-sync"}}),
+            "engine is immutable",
+        ),
+        c(
             "failover spec changed",
             failover,
             json!({"spec": {"dryRun": true}}),

@@ -70,8 +70,9 @@ pub struct RbdMirrorPoolSpec {
     pub rpo_seconds: Option<u32>,
     /// `rbd-mirror`: Ceph's own mirroring; `delta-sync`: cephdr ships snapshot deltas from the primary
     /// site's agent to the other site's `cephdr sync serve` receiver (its `CephSite` names it in `sync`),
-    /// on the times `snapshotSchedules` give.
+    /// on the times `snapshotSchedules` give. Immutable: the other engine's configuration would stay in Ceph.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("engine is immutable: create a new RbdMirrorPool for the other engine"))]
     pub engine: ReplicationEngine,
     /// How delta-sync transfers travel (engine `delta-sync` only).
     pub delta_sync: Option<DeltaSyncOptions>,
