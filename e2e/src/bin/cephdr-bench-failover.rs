@@ -29,7 +29,7 @@ struct Args {
     /// Size of each image in MiB (random bytes, mirrored before the measurements).
     #[arg(long, default_value_t = 4)]
     mib: usize,
-    /// How long cephdr's request, and the way back's wait for copies on A, may take at most.
+    /// How long cephdr's request, the way back's wait for copies on A and the pool's deletion may each take.
     #[arg(long, default_value_t = 900)]
     timeout_seconds: u64,
 }
@@ -189,23 +189,26 @@ async fn measure(
     tokio::task::block_in_place(|| shell_loop(b, a, &pool, &images))?;
     let shell = start.elapsed().as_secs_f64();
     tokio::task::block_in_place(|| check_moved(a, b, &pool, &images, &acked))?;
+    let row = Row {
+        images: count,
+        cephdr,
+        rto: status.rto_seconds,
+        shell,
+    };
+    eprintln!(
+        "{count} image(s): cephdr {:.1} s (RTO {:?}), shell loop {:.1} s",
+        row.cephdr, row.rto, row.shell
+    );
 
-    // The pool's scheduled snapshots would load the next measurement.
+    // The pool's scheduled snapshots would load the next measurement. Deleting 100 mirrored images takes
+    // minutes: the figures above are printed first.
     stack
         .ns
         .api::<RbdMirrorPool>()
         .delete(&name, &Default::default())
         .await?;
-    stack
-        .ns
-        .wait_gone::<RbdMirrorPool>(&name, Duration::from_secs(300))
-        .await?;
-    Ok(Row {
-        images: count,
-        cephdr,
-        rto: status.rto_seconds,
-        shell,
-    })
+    stack.ns.wait_gone::<RbdMirrorPool>(&name, timeout).await?;
+    Ok(row)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -234,10 +237,6 @@ async fn main() -> Result<()> {
             Duration::from_secs(args.timeout_seconds),
         )
         .await?;
-        eprintln!(
-            "{count} image(s): cephdr {:.1} s (RTO {:?}), shell loop {:.1} s",
-            row.cephdr, row.rto, row.shell
-        );
         rows.push(row);
     }
 
