@@ -497,11 +497,10 @@ impl CephSite {
         };
         let replay: serde_json::Value = serde_json::from_str(embedded)?;
         let journaled = replay.get("entries_behind_primary").is_some();
-        Ok(status["state"] == "up+replaying"
-            && (journaled || replay["replay_state"] == "idle")
-            && (journaled
-                || replay["local_snapshot_timestamp"].is_i64()
-                    && replay["local_snapshot_timestamp"] == replay["remote_snapshot_timestamp"]))
+        let snapshot_applied = replay["replay_state"] == "idle"
+            && replay["local_snapshot_timestamp"].is_i64()
+            && replay["local_snapshot_timestamp"] == replay["remote_snapshot_timestamp"];
+        Ok(status["state"] == "up+replaying" && (journaled || snapshot_applied))
     }
 
     /// Writes 1 MiB through librbd: succeeds only where the image is writable (primary).
