@@ -720,3 +720,81 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
     );
     Ok(())
 }
+
+/// The handover a delta-sync failover rests on, done by hand: once B holds A's newest snapshot, the pool's
+/// `cephdr.io/primary-site` annotation names B, and the operator ships B's writes back to A as a delta
+/// from that snapshot (the pair shares one snapshot series). A write on A after the handover is never
+/// merged: A's receiver refuses the next delta, and the pool says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_handover_the_new_primary_ships_a_delta_from_the_common_snapshot() -> Result<()> {
+    let (stack, sites, pool) = operator_and_pool_on_a("handover", 8).await?;
+    let (a, b) = (&sites.a, &sites.b);
+    // A receiver on each site, each with its own state directory.
+    let (bed_a, bed_b) = (TlsBed::new()?, TlsBed::new()?);
+    let (addr_a, _stop_a) = bed_a.serve_rbd(a, &pool).await?;
+    let (addr_b, _stop_b) = bed_b.serve_rbd(b, &pool).await?;
+    name_receiver(&stack, SITE_NAMES[0], &addr_a, &bed_a).await?;
+    name_receiver(&stack, SITE_NAMES[1], &addr_b, &bed_b).await?;
+    delta_sync_pool(
+        &stack,
+        "handover",
+        &pool,
+        SITE_NAMES[1],
+        json!({"snapshotSchedules": [{"interval": "1m"}]}),
+    )
+    .await?;
+    let image = format!("{pool}/app");
+    let at = |snap: &str| format!("{image}@{snap}");
+    let (handed_over, _) = next_synced(&stack, "handover", "app", None).await?;
+
+    let annotate =
+        json!({"metadata": {"annotations": {api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION: SITE_NAMES[1]}}});
+    stack
+        .ns
+        .api::<RbdMirrorPool>()
+        .patch("handover", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await?;
+    write_blocks_and_snap(b, &image, 8, 30, "written-on-b").await?;
+    let (back, transfer) = next_synced(&stack, "handover", "app", Some(&handed_over)).await?;
+    assert_eq!(
+        transfer.from_snapshot.as_deref(),
+        Some(handed_over.as_str()),
+        "B ships a delta from the snapshot both hold, not the whole image"
+    );
+    assert_eq!(a.image_checksum(&at(&back))?, b.image_checksum(&at(&back))?);
+    let status = stack
+        .ns
+        .api::<RbdMirrorPool>()
+        .get("handover")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(status.primary_site.as_deref(), Some(SITE_NAMES[1]));
+
+    // A written after the handover: the next delta from B is refused, not merged into A's writes.
+    write_blocks_and_snap(a, &image, 8, 5, "written-on-a").await?;
+    stack
+        .ns
+        .wait::<RbdMirrorPool>(
+            "handover",
+            "the refusal reported",
+            Duration::from_secs(180),
+            |pool| {
+                pool.status.as_ref().is_some_and(|s| {
+                    s.images.iter().any(|i| {
+                        i.last_transfer
+                            .as_ref()
+                            .and_then(|t| t.error.as_deref())
+                            .is_some_and(|e| e.contains("written since"))
+                    })
+                })
+            },
+        )
+        .await?;
+    assert_eq!(
+        a.image_checksum(&image)?,
+        a.image_checksum(&at("written-on-a"))?,
+        "A's head still holds its own write"
+    );
+    Ok(())
+}

@@ -12,13 +12,24 @@ use serde::{Deserialize, Serialize};
 use super::Sensitive;
 use crate::sync::frame::ChecksumKind;
 
-/// Prefix of the snapshots cephdr takes for delta-sync: `cephdr-sync-<copy site>-<Unix time>`, so pools
-/// that copy one Ceph pool to different sites (a replica, a backup) each keep their own series.
+/// Prefix of the snapshots cephdr takes for delta-sync: `cephdr-sync-<series>-<Unix time>`.
 pub const SNAPSHOT_PREFIX: &str = "cephdr-sync-";
 
-/// The name of the sync snapshot for copies on `copy_site` taken at `at`.
-pub fn snapshot_name(copy_site: &str, at: Timestamp) -> String {
-    format!("{SNAPSHOT_PREFIX}{copy_site}-{}", at.as_second())
+/// The series of sync snapshots between two sites: their names, sorted, joined by `_` (which site names
+/// never contain). It names the pair, not the direction, so after a failover the reversed direction finds
+/// the snapshots both copies hold and ships a delta from them; pools that copy one Ceph pool to different
+/// sites (a replica, a backup store) still keep a series each.
+pub fn series(site: &str, other_site: &str) -> String {
+    let (first, second) = match site <= other_site {
+        true => (site, other_site),
+        false => (other_site, site),
+    };
+    format!("{first}_{second}")
+}
+
+/// The name of the sync snapshot of `series` taken at `at`.
+pub fn snapshot_name(series: &str, at: Timestamp) -> String {
+    format!("{SNAPSHOT_PREFIX}{series}-{}", at.as_second())
 }
 
 /// When a sync snapshot was taken, from its name; `None` for any other snapshot.
@@ -30,10 +41,10 @@ pub fn snapshot_time(name: &str) -> Option<Timestamp> {
     Timestamp::from_second(seconds.parse().ok()?).ok()
 }
 
-/// Whether `name` is a sync snapshot of the series for copies on `copy_site`.
-pub fn is_snapshot_for(name: &str, copy_site: &str) -> bool {
+/// Whether `name` is a sync snapshot of `series`.
+pub fn is_snapshot_for(name: &str, series: &str) -> bool {
     name.strip_prefix(SNAPSHOT_PREFIX)
-        .and_then(|rest| rest.strip_prefix(copy_site))
+        .and_then(|rest| rest.strip_prefix(series))
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|seconds| !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()))
 }
@@ -130,20 +141,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_names_carry_the_copy_site_and_the_time_they_were_taken() {
+    fn snapshot_names_carry_the_pair_of_sites_in_either_order_and_the_time_they_were_taken() {
         let at = Timestamp::from_second(1_764_635_400).unwrap();
-        let name = snapshot_name("site-b", at);
-        assert_eq!(name, "cephdr-sync-site-b-1764635400");
+        assert_eq!(series("site-b", "site-a"), series("site-a", "site-b"));
+        let pair = series("site-b", "site-a");
+        let name = snapshot_name(&pair, at);
+        assert_eq!(name, "cephdr-sync-site-a_site-b-1764635400");
         assert_eq!(snapshot_time(&name), Some(at));
-        assert!(is_snapshot_for(&name, "site-b"));
-        assert!(!is_snapshot_for(&name, "site"), "another site's series");
-        assert!(!is_snapshot_for(&name, "b"));
+        assert!(is_snapshot_for(&name, &pair));
+        assert!(
+            !is_snapshot_for(&name, &series("site-a", "vault")),
+            "another pair's series"
+        );
+        assert!(!is_snapshot_for(&name, "site-a"));
+        assert!(!is_snapshot_for(&name, &series("site-a", "site")));
         for other in [
-            "cephdr-sync-b-",
-            "cephdr-sync-b-12a",
+            "cephdr-sync-a_b-",
+            "cephdr-sync-a_b-12a",
             "daily-1764635400",
             "cephdr-sync-1 ",
-            "cephdr-sync-b-1 ",
+            "cephdr-sync-a_b-1 ",
         ] {
             assert_eq!(snapshot_time(other), None, "{other}");
         }

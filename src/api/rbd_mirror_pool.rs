@@ -5,6 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use kube::ResourceExt;
+
 use super::common::DeletionPolicy;
 pub use crate::sync::frame::ChecksumKind;
 
@@ -301,5 +303,66 @@ impl RbdMirrorPoolSpec {
     /// The pool's site that is not `site` (the schema requires two different sites).
     pub fn other_site(&self, site: &str) -> Option<&str> {
         self.sites.iter().map(|s| s.site.as_str()).find(|s| *s != site)
+    }
+}
+
+/// Annotation on a delta-sync `RbdMirrorPool`: the site its images are primary on now, set by a
+/// `FailoverRequest`. Images of a delta-sync pool are plain RBD images on both sites, so Ceph holds no
+/// primary flag to read this from. It lives outside the spec so that a GitOps tool owning the spec does
+/// not undo a failover; without it, the site with `role: primary` is the primary.
+pub const PRIMARY_SITE_ANNOTATION: &str = "cephdr.io/primary-site";
+
+impl RbdMirrorPool {
+    /// Delta-sync: the site the images are primary on now, and the other one; `Err` says why the pool
+    /// names no valid primary.
+    pub fn delta_sync_sites(&self) -> Result<(&str, &str), String> {
+        let primary = match self.annotations().get(PRIMARY_SITE_ANNOTATION) {
+            Some(site) if self.spec.sites.iter().any(|s| &s.site == site) => site.as_str(),
+            Some(site) => {
+                return Err(format!(
+                    "annotation {PRIMARY_SITE_ANNOTATION} names site {site}, which is not one of the pool's sites"
+                ))
+            }
+            None => self
+                .spec
+                .site_with_role(SiteRole::Primary)
+                .ok_or("exactly one site must have role: primary")?,
+        };
+        let copy = self.spec.other_site(primary).ok_or("the two sites must differ")?;
+        Ok((primary, copy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(annotation: Option<&str>) -> RbdMirrorPool {
+        let mut pool: RbdMirrorPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cephdr.io/v1alpha1",
+            "kind": "RbdMirrorPool",
+            "metadata": {"name": "rbd", "namespace": "dr"},
+            "spec": {
+                "pool": "rbd",
+                "engine": "delta-sync",
+                "sites": [{"site": "site-a", "role": "primary"}, {"site": "site-b", "role": "secondary"}],
+                "snapshotSchedules": [{"interval": "1h"}]
+            }
+        }))
+        .unwrap();
+        if let Some(site) = annotation {
+            pool.annotations_mut()
+                .insert(PRIMARY_SITE_ANNOTATION.into(), site.into());
+        }
+        pool
+    }
+
+    #[test]
+    fn the_annotation_names_the_delta_sync_primary_and_the_spec_role_stands_in_without_it() {
+        assert_eq!(pool(None).delta_sync_sites(), Ok(("site-a", "site-b")));
+        assert_eq!(pool(Some("site-b")).delta_sync_sites(), Ok(("site-b", "site-a")));
+        assert_eq!(pool(Some("site-a")).delta_sync_sites(), Ok(("site-a", "site-b")));
+        let unknown = pool(Some("site-c")).delta_sync_sites().unwrap_err();
+        assert!(unknown.contains("site-c"), "{unknown}");
     }
 }

@@ -245,9 +245,9 @@ mod tests {
     fn a_listing_gives_each_image_its_sync_snapshots_oldest_first() {
         let listing = r#"[
             {"image":"db","id":"1","size":1048576,"format":2},
-            {"image":"db","id":"1","snapshot":"cephdr-sync-site-b-1764635460","snapshot_id":5,"size":1048576,"format":2,"protected":"false"},
+            {"image":"db","id":"1","snapshot":"cephdr-sync-site-a_site-b-1764635460","snapshot_id":5,"size":1048576,"format":2,"protected":"false"},
             {"image":"db","id":"1","snapshot":"nightly","snapshot_id":6,"size":1048576,"format":2,"protected":"false"},
-            {"image":"db","id":"1","snapshot":"cephdr-sync-vault-999999999","snapshot_id":4,"size":1048576,"format":2,"protected":"false"},
+            {"image":"db","id":"1","snapshot":"cephdr-sync-site-a_vault-999999999","snapshot_id":4,"size":1048576,"format":2,"protected":"false"},
             {"image":"logs","id":"2","size":1048576,"format":2}
         ]"#;
         let entries: Vec<ListedEntry> = serde_json::from_str(listing).unwrap();
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(images[0].name, "db");
         assert_eq!(
             images[0].snapshots,
-            ["cephdr-sync-vault-999999999", "cephdr-sync-site-b-1764635460"],
+            ["cephdr-sync-site-a_vault-999999999", "cephdr-sync-site-a_site-b-1764635460"],
             "every series, by time; other snapshots are not cephdr's"
         );
         assert_eq!(images[1].name, "logs");

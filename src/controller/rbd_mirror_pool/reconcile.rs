@@ -129,8 +129,7 @@ async fn converge_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool
 
 async fn observe_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<DeltaObserved> {
     let namespace = pool.namespace().unwrap_or_default();
-    let (primary, copy) = delta_sync::primary_and_copy(&pool.spec)
-        .ok_or_else(|| Error::InvalidSpec("exactly one site must have role: primary".into()))?;
+    let (primary, copy) = pool.delta_sync_sites().map_err(Error::InvalidSpec)?;
     let sync_pool = |agent: Arc<dyn ClusterAgent>| async move { agent.sync_pool(&pool.spec.pool).await };
     let (_, primary_state) = ctx.read_site(&namespace, primary, sync_pool).await?;
     let (copy_site, copy_state) = ctx.read_site(&namespace, copy, sync_pool).await?;

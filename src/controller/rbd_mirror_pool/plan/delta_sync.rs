@@ -11,10 +11,13 @@
 //! 4. while no transfer runs, snapshots older than the newest common one go from the primary (only that one
 //!    is a delta's base), and from the copy beyond the newest `keepSnapshots`.
 //!
-//! Snapshots are named `cephdr-sync-<copy site>-<Unix time>`: pools copying one Ceph pool to different
-//! sites (a replica, and a backup store behind a `cephdr agent --backup-dir`) each plan their own series.
+//! Snapshots are named `cephdr-sync-<site>_<site>-<Unix time>` after the pair of sites (see
+//! [`series`](crate::agent::delta_sync::series)): pools copying one Ceph pool to different sites (a replica,
+//! and a backup store behind a `cephdr agent --backup-dir`) each plan their own series, and after a
+//! failover the reversed direction ships from the snapshot both copies hold.
 //!
-//! The primary is the site with `role: primary`: a `FailoverRequest` does not move delta-sync pools.
+//! The primary is the site the pool's `cephdr.io/primary-site` annotation names, else the one with
+//! `role: primary` (see [`RbdMirrorPool::delta_sync_sites`](crate::api::RbdMirrorPool::delta_sync_sites)).
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -24,14 +27,14 @@ use k8s_openapi::{
 use super::{conditions, requeue, PoolPlan, REQUEUE_CONVERGED};
 use crate::{
     agent::{
-        delta_sync::{is_snapshot_for, snapshot_name, snapshot_time},
+        delta_sync::{is_snapshot_for, series, snapshot_name, snapshot_time},
         Step, SyncImage, SyncPeer, SyncPool, Transfer, TransferOptions,
     },
     api::{
         common::DeletionPolicy,
         conditions::{condition, reason, READY, RPO_MET, SYNCED},
         rbd_mirror_pool::{
-            ImageStatus, RbdMirrorPoolSpec, RbdMirrorPoolStatus, SiteRole, SnapshotSchedule, TransferStatus,
+            ImageStatus, RbdMirrorPoolSpec, RbdMirrorPoolStatus, SnapshotSchedule, TransferStatus,
         },
     },
     controller::rbd_mirror_pool::status::{self as pool_status, seconds_since},
@@ -85,7 +88,8 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
         ));
     }
     let mut images = Vec::new();
-    let running = primary.map_or(0, |pool| running_transfers(pool, &observed.copy.site));
+    let series = series(&observed.primary.site, &observed.copy.site);
+    let running = primary.map_or(0, |pool| running_transfers(pool, &series));
     match primary {
         Some(pool) if !pool.exists => waiting.push(format!(
             "pool {} does not exist on {}",
@@ -97,6 +101,7 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
                 spec,
                 observed,
                 now,
+                series: &series,
                 free_slots: max_transfers(spec).saturating_sub(running),
                 steps: &mut steps,
             };
@@ -148,12 +153,12 @@ fn max_transfers(spec: &RbdMirrorPoolSpec) -> usize {
         .map_or(DEFAULT_MAX_TRANSFERS, |n| n as usize)
 }
 
-/// How many of the primary's transfers towards `copy_site` run now.
-fn running_transfers(primary: &SyncPool, copy_site: &str) -> usize {
+/// How many of the primary's transfers of `series` run now.
+fn running_transfers(primary: &SyncPool, series: &str) -> usize {
     primary
         .images
         .iter()
-        .filter(|image| transfer_to(image, copy_site).is_some_and(Transfer::running))
+        .filter(|image| transfer_of(image, series).is_some_and(Transfer::running))
         .count()
 }
 
@@ -161,6 +166,8 @@ struct ImagePlanner<'a> {
     spec: &'a RbdMirrorPoolSpec,
     observed: &'a DeltaObserved,
     now: Timestamp,
+    /// The pair's snapshot series.
+    series: &'a str,
     free_slots: usize,
     steps: &'a mut Vec<SiteStep>,
 }
@@ -173,12 +180,11 @@ impl ImagePlanner<'_> {
         target: Option<&SyncImage>,
         copy_pool_ready: bool,
     ) -> ImageStatus {
-        let copy_site = self.observed.copy.site.as_str();
-        let ours = series(source, copy_site);
-        let theirs = target.map(|t| series(t, copy_site)).unwrap_or_default();
+        let ours = snapshots_of(source, self.series);
+        let theirs = target.map(|t| snapshots_of(t, self.series)).unwrap_or_default();
         let common = ours.iter().rev().find(|snap| theirs.contains(snap)).copied();
         let newest = ours.last().copied();
-        let transfer = transfer_to(source, copy_site);
+        let transfer = transfer_of(source, self.series);
         let running = transfer.is_some_and(Transfer::running);
         let mut description = None;
         if running {
@@ -203,7 +209,7 @@ impl ImagePlanner<'_> {
             self.steps.push(self.on_primary(Step::CreateSyncSnapshot {
                 pool: self.spec.pool.clone(),
                 image: source.name.clone(),
-                snap: snapshot_name(copy_site, self.now),
+                snap: snapshot_name(self.series, self.now),
             }));
         }
         if let (Some(common), false) = (common, running) {
@@ -313,21 +319,21 @@ impl ImagePlanner<'_> {
     }
 }
 
-/// The image's snapshots of the series for copies on `copy_site`, oldest first.
-fn series<'i>(image: &'i SyncImage, copy_site: &str) -> Vec<&'i String> {
+/// The image's snapshots of `series`, oldest first.
+fn snapshots_of<'i>(image: &'i SyncImage, series: &str) -> Vec<&'i String> {
     image
         .snapshots
         .iter()
-        .filter(|snap| is_snapshot_for(snap, copy_site))
+        .filter(|snap| is_snapshot_for(snap, series))
         .collect()
 }
 
-/// The primary agent's newest transfer of the image towards copies on `copy_site`.
-fn transfer_to<'i>(image: &'i SyncImage, copy_site: &str) -> Option<&'i Transfer> {
+/// The primary agent's newest transfer of the image in `series`.
+fn transfer_of<'i>(image: &'i SyncImage, series: &str) -> Option<&'i Transfer> {
     image
         .transfers
         .iter()
-        .find(|transfer| is_snapshot_for(&transfer.to_snap, copy_site))
+        .find(|transfer| is_snapshot_for(&transfer.to_snap, series))
 }
 
 /// A schedule's slots: `interval` long, counted from the start time of day (from midnight UTC without one),
@@ -566,10 +572,4 @@ fn deletion(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved) -> PoolPlan {
     let complete = steps.is_empty() && unreachable.is_empty();
     let conditions = conditions::deleting(spec.deletion_policy, &unreachable, &steps, complete);
     PoolPlan::cleanup(steps, conditions, RbdMirrorPoolStatus::default(), complete)
-}
-
-/// The site with `role: primary` and the other one, as `spec.sites` names them.
-pub fn primary_and_copy(spec: &RbdMirrorPoolSpec) -> Option<(&str, &str)> {
-    let primary = spec.site_with_role(SiteRole::Primary)?;
-    Some((primary, spec.other_site(primary)?))
 }

@@ -24,8 +24,10 @@ use crate::{
 };
 
 struct Sites {
-    primary: Result<SyncPool, String>,
-    copy: Result<SyncPool, String>,
+    site_a: Result<SyncPool, String>,
+    site_b: Result<SyncPool, String>,
+    /// Where the images are primary (site-a unless a test fails over).
+    primary: &'static str,
     receiver: Result<SyncPeer, (&'static str, String)>,
     deleting: bool,
     now: Timestamp,
@@ -57,8 +59,9 @@ impl Sites {
     /// `images` on the primary, the pool absent on the copy, a receiver configured; 12:00:30 UTC.
     fn new(images: &[&str]) -> Sites {
         Sites {
-            primary: Ok(pool_with(images)),
-            copy: Ok(SyncPool::default()),
+            site_a: Ok(pool_with(images)),
+            site_b: Ok(SyncPool::default()),
+            primary: "site-a",
             receiver: Ok(receiver()),
             deleting: false,
             now: "2026-12-02T12:00:30Z".parse().unwrap(),
@@ -68,12 +71,12 @@ impl Sites {
     fn plan(&self, spec: &RbdMirrorPoolSpec) -> PoolPlan {
         let observed = DeltaObserved {
             primary: ObservedSyncSite {
-                site: "site-a".into(),
-                pool: self.primary.clone(),
+                site: self.primary.into(),
+                pool: self.observed(self.primary).clone(),
             },
             copy: ObservedSyncSite {
-                site: "site-b".into(),
-                pool: self.copy.clone(),
+                site: self.copy_site().into(),
+                pool: self.observed(self.copy_site()).clone(),
             },
             receiver: self.receiver.clone(),
             deleting: self.deleting,
@@ -81,11 +84,24 @@ impl Sites {
         plan(spec, &observed, self.now)
     }
 
+    fn copy_site(&self) -> &'static str {
+        match self.primary {
+            "site-a" => "site-b",
+            _ => "site-a",
+        }
+    }
+
+    fn observed(&self, site: &str) -> &Result<SyncPool, String> {
+        match site {
+            "site-a" => &self.site_a,
+            _ => &self.site_b,
+        }
+    }
+
     fn pool(&mut self, site: &str) -> &mut SyncPool {
-        let pool = if site == "site-a" {
-            &mut self.primary
-        } else {
-            &mut self.copy
+        let pool = match site {
+            "site-a" => &mut self.site_a,
+            _ => &mut self.site_b,
         };
         pool.as_mut().expect("observed")
     }
@@ -150,7 +166,7 @@ impl Sites {
     fn end_transfers(&mut self, failure: Option<&str>, permanent: bool) {
         let now = self.now;
         let mut applied = Vec::new();
-        for image in &mut self.pool("site-a").images {
+        for image in &mut self.pool(self.primary).images {
             let Some(transfer) = image.transfers.iter_mut().find(|t| t.running()) else {
                 continue;
             };
@@ -172,7 +188,7 @@ impl Sites {
             }
         }
         for (image, snap) in applied {
-            self.image("site-b", &image).snapshots.push(snap);
+            self.image(self.copy_site(), &image).snapshots.push(snap);
         }
     }
 
@@ -194,6 +210,9 @@ impl Sites {
     }
 }
 
+/// The series of site-a and site-b.
+const PAIR: &str = "site-a_site-b";
+
 fn delta_spec() -> RbdMirrorPoolSpec {
     spec().delta_sync().all_images().schedule("5m").build()
 }
@@ -203,7 +222,7 @@ fn a_new_pool_creates_the_copy_pool_and_snapshots_every_image() {
     let spec = delta_spec();
     let sites = Sites::new(&["db", "logs"]);
     let plan = sites.plan(&spec);
-    let snap = snapshot_name("site-b", sites.now);
+    let snap = snapshot_name(PAIR, sites.now);
     assert_eq!(
         rendered(&plan.plan.steps),
         [
@@ -221,7 +240,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     let spec = delta_spec();
     let mut sites = Sites::new(&["db"]);
     sites.apply(&sites.plan(&spec));
-    let first = snapshot_name("site-b", sites.now);
+    let first = snapshot_name(PAIR, sites.now);
     let ship = sites.plan(&spec);
     assert_eq!(
         ship.plan.steps[0].step,
@@ -273,7 +292,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     sites.advance(-250);
 
     sites.advance(300);
-    let second = snapshot_name("site-b", sites.now);
+    let second = snapshot_name(PAIR, sites.now);
     let settled = sites.settle(&spec);
     assert_eq!(
         settled.status.images[0].synced_snapshot.as_deref(),
@@ -389,7 +408,7 @@ fn an_unreachable_copy_site_ships_nothing_and_prunes_nothing() {
     sites.settle(&spec);
     sites.advance(300);
     sites.apply(&sites.plan(&spec));
-    sites.copy = Err("agent of site site-b unreachable: connection refused".into());
+    sites.site_b = Err("agent of site site-b unreachable: connection refused".into());
     let plan = sites.plan(&spec);
     assert!(plan.plan.steps.is_empty(), "{:?}", rendered(&plan.plan.steps));
     assert_eq!(
@@ -429,7 +448,7 @@ fn a_named_image_missing_on_the_primary_is_reported() {
 fn a_missing_primary_pool_waits_and_plans_nothing_there() {
     let spec = delta_spec();
     let mut sites = Sites::new(&[]);
-    sites.primary = Ok(SyncPool::default());
+    sites.site_a = Ok(SyncPool::default());
     let plan = sites.plan(&spec);
     assert_eq!(rendered(&plan.plan.steps), ["create-pool rbd@site-b"]);
     let ready = find(&plan.plan.conditions, READY);
@@ -513,11 +532,11 @@ fn the_copy_keeps_its_newest_snapshots_and_other_series_are_left_alone() {
         .get_or_insert_with(Default::default)
         .keep_snapshots = Some(2);
     let mut sites = Sites::new(&["db"]);
-    let backup_series = "cephdr-sync-vault-1700000000".to_string();
+    let backup_series = "cephdr-sync-site-a_vault-1700000000".to_string();
     sites.image("site-a", "db").snapshots.push(backup_series.clone());
     let mut taken = Vec::new();
     for _ in 0..3 {
-        taken.push(snapshot_name("site-b", sites.now));
+        taken.push(snapshot_name(PAIR, sites.now));
         sites.settle(&spec);
         sites.advance(300);
     }
@@ -541,7 +560,10 @@ fn a_refused_transfer_is_tried_again_only_after_a_while() {
     sites.advance(300);
     sites.apply(&sites.plan(&spec));
     sites.apply(&sites.plan(&spec));
-    sites.end_transfers(Some("image rbd/db was written since cephdr-sync-site-b-1"), true);
+    sites.end_transfers(
+        Some("image rbd/db was written since cephdr-sync-site-a_site-b-1"),
+        true,
+    );
     sites.advance(5);
     let held = sites.plan(&spec);
     assert!(held.plan.steps.is_empty(), "{:?}", rendered(&held.plan.steps));
@@ -555,4 +577,49 @@ fn a_refused_transfer_is_tried_again_only_after_a_while() {
     let retried = sites.plan(&spec);
     assert_eq!(rendered(&retried.plan.steps).len(), 1);
     assert_eq!(retried.plan.steps[0].step.verb(), "send-delta");
+}
+
+#[test]
+fn after_a_failover_the_new_primary_ships_a_delta_from_the_snapshot_both_sites_hold() {
+    let spec = delta_spec();
+    let mut sites = Sites::new(&["db"]);
+    sites.settle(&spec);
+    let handed_over = sites.image("site-a", "db").snapshots.clone();
+    assert_eq!(sites.image("site-b", "db").snapshots, handed_over);
+
+    sites.primary = "site-b";
+    let idle = sites.plan(&spec);
+    assert!(idle.plan.steps.is_empty(), "nothing is due on site-b yet");
+    assert_eq!(idle.status.primary_site.as_deref(), Some("site-b"));
+    sites.advance(300);
+    let snapshot = sites.plan(&spec);
+    let taken = snapshot_name(PAIR, sites.now);
+    assert_eq!(
+        rendered(&snapshot.plan.steps),
+        [format!("create-sync-snapshot rbd/db@{taken}@site-b")],
+        "the pair's series goes on, now taken on site-b"
+    );
+    sites.apply(&snapshot);
+    let ship = sites.plan(&spec);
+    assert_eq!(ship.plan.steps.len(), 1);
+    assert_eq!(ship.plan.steps[0].site, "site-b");
+    let Step::SendDelta {
+        from_snap, to_snap, ..
+    } = &ship.plan.steps[0].step
+    else {
+        panic!("expected a transfer, got {}", ship.plan.steps[0].step);
+    };
+    assert_eq!(
+        (from_snap.as_ref(), to_snap),
+        (handed_over.last(), &taken),
+        "a delta from the handed-over snapshot, not a full copy"
+    );
+    sites.apply(&ship);
+    sites.finish_transfers(None);
+    let settled = sites.settle(&spec);
+    assert_eq!(
+        settled.status.images[0].synced_snapshot.as_deref(),
+        Some(taken.as_str())
+    );
+    assert_eq!(sites.image("site-a", "db").snapshots, [taken]);
 }
