@@ -7,7 +7,8 @@
 //! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
 //! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs;
 //! with a backup store as the copy site, the store keeps the newest points and each restores to A's data;
-//! a transfer whose link is cut, then corrupted, resumes from the receiver's checkpoint.
+//! a transfer whose link is cut, then corrupted, resumes from the receiver's checkpoint. A planned
+//! FailoverRequest hands such a pool over to B after a final snapshot, and B then ships deltas back.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -41,7 +42,10 @@ use cephdr_e2e::{
     shared_ceph_sites, shared_control_plane, unique_name, CephSite, CephSites,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::{
+    api::{Patch, PatchParams},
+    ResourceExt,
+};
 use rand::{seq::index::sample, RngCore};
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, DuplexStream};
@@ -721,12 +725,13 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
     Ok(())
 }
 
-/// The handover a delta-sync failover rests on, done by hand: once B holds A's newest snapshot, the pool's
-/// `cephdr.io/primary-site` annotation names B, and the operator ships B's writes back to A as a delta
-/// from that snapshot (the pair shares one snapshot series). A write on A after the handover is never
-/// merged: A's receiver refuses the next delta, and the pool says why.
+/// A planned FailoverRequest on a delta-sync pool: A's last writes reach B in a final snapshot, the pool
+/// then records B as its primary, and the operator ships B's writes back to A as a delta from that
+/// snapshot (the pair shares one snapshot series). A write on A after the handover is never merged: A's
+/// receiver refuses the next delta, and the pool says why.
 #[tokio::test(flavor = "multi_thread")]
-async fn after_a_handover_the_new_primary_ships_a_delta_from_the_common_snapshot() -> Result<()> {
+async fn a_planned_failover_hands_a_delta_sync_pool_over_and_the_new_primary_ships_deltas_back() -> Result<()>
+{
     let (stack, sites, pool) = operator_and_pool_on_a("handover", 8).await?;
     let (a, b) = (&sites.a, &sites.b);
     // A receiver on each site, each with its own state directory.
@@ -745,15 +750,36 @@ async fn after_a_handover_the_new_primary_ships_a_delta_from_the_common_snapshot
     .await?;
     let image = format!("{pool}/app");
     let at = |snap: &str| format!("{image}@{snap}");
-    let (handed_over, _) = next_synced(&stack, "handover", "app", None).await?;
+    next_synced(&stack, "handover", "app", None).await?;
 
-    let annotate =
-        json!({"metadata": {"annotations": {api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION: SITE_NAMES[1]}}});
-    stack
-        .ns
-        .api::<RbdMirrorPool>()
-        .patch("handover", &PatchParams::default(), &Patch::Merge(&annotate))
+    // Written after the last scheduled sync: only the failover's final snapshot carries it to B.
+    write_blocks_and_snap(a, &image, 8, 40, "last-writes-on-a").await?;
+    let request = stack
+        .failover("to-b", "planned", SITE_NAMES[1], "handover")
         .await?;
+    let status = request.status.context("request status")?;
+    assert_eq!(
+        status.phase,
+        api::FailoverPhase::Completed,
+        "{:?}",
+        status.conditions
+    );
+    assert!(status.steps.iter().any(|row| row.name == "final-snapshot"));
+    assert_eq!(
+        b.image_checksum(&image)?,
+        a.image_checksum(&at("last-writes-on-a"))?,
+        "A's last writes are on B"
+    );
+    let handed_over = newest_sync_snapshot(b, &image)?;
+    let recorded = stack.ns.api::<RbdMirrorPool>().get("handover").await?;
+    assert_eq!(
+        recorded
+            .annotations()
+            .get(api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION)
+            .map(String::as_str),
+        Some(SITE_NAMES[1])
+    );
+
     write_blocks_and_snap(b, &image, 8, 30, "written-on-b").await?;
     let (back, transfer) = next_synced(&stack, "handover", "app", Some(&handed_over)).await?;
     assert_eq!(
@@ -797,4 +823,17 @@ async fn after_a_handover_the_new_primary_ships_a_delta_from_the_common_snapshot
         "A's head still holds its own write"
     );
     Ok(())
+}
+
+/// The newest cephdr sync snapshot of `image` on `site`.
+fn newest_sync_snapshot(site: &CephSite, image: &str) -> Result<String> {
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&site.rbd(&["snap", "ls", "--format", "json", image])?)?;
+    listed
+        .iter()
+        .filter_map(|snap| snap["name"].as_str())
+        .filter_map(|name| Some((cephdr::agent::delta_sync::snapshot_time(name)?, name)))
+        .max()
+        .map(|(_, name)| name.to_string())
+        .context("no sync snapshot")
 }

@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(images[0].name, "db");
         assert_eq!(
             images[0].snapshots,
-            ["cephdr-sync-site-a_vault-999999999", "cephdr-sync-site-a_site-b-1764635460"],
+            [
+                "cephdr-sync-site-a_vault-999999999",
+                "cephdr-sync-site-a_site-b-1764635460"
+            ],
             "every series, by time; other snapshots are not cephdr's"
         );
         assert_eq!(images[1].name, "logs");

@@ -10,6 +10,8 @@ use crate::api::failover_request::{FailoverPhase, StepState, StepStatus};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Task {
     Demote,
+    /// Delta-sync: a last sync snapshot on the source, the point the target takes over from.
+    FinalSnapshot,
     AwaitSync,
     Promote,
     ForcePromote,
@@ -24,8 +26,9 @@ pub(super) enum Task {
 }
 
 impl Task {
-    const ALL: [Task; 12] = [
+    const ALL: [Task; 13] = [
         Task::Demote,
+        Task::FinalSnapshot,
         Task::AwaitSync,
         Task::Promote,
         Task::ForcePromote,
@@ -43,6 +46,7 @@ impl Task {
     pub(super) fn name(self) -> &'static str {
         match self {
             Task::Demote => "demote",
+            Task::FinalSnapshot => "final-snapshot",
             Task::AwaitSync => "await-sync",
             Task::Promote => "promote",
             Task::ForcePromote => "force-promote",
@@ -65,7 +69,7 @@ impl Task {
     /// subject's chain, so its phase is the latest of these along the chain (see [`chain_phases`]).
     fn earliest_phase(self) -> FailoverPhase {
         match self {
-            Task::Demote => FailoverPhase::Demoting,
+            Task::Demote | Task::FinalSnapshot => FailoverPhase::Demoting,
             Task::AwaitSync | Task::Resync | Task::MirrorSnapshot | Task::AwaitResync => {
                 FailoverPhase::Syncing
             }

@@ -2,6 +2,7 @@
 
 mod announce;
 pub mod check;
+mod delta;
 mod gate;
 mod ledger;
 pub mod plan;

@@ -28,7 +28,7 @@ use super::{
     rgw,
 };
 use crate::{
-    agent::{AgentError, RbdPoolState, RgwRealmState, SystemKeys, ZoneSync},
+    agent::{AgentError, RbdPoolState, RgwRealmState, SyncPool, SystemKeys, ZoneSync},
     api::{
         conditions,
         failover_request::{
@@ -68,8 +68,11 @@ pub struct ObservedPoolSite {
     /// `CephSite` resource name.
     pub site: String,
     /// `Err` when the site's agent could not be reached or the call (or a step the reconciler ran there)
-    /// failed. Typed, because only `Unreachable` is waited out.
+    /// failed. Typed, because only `Unreachable` is waited out. For a delta-sync pool only `exists` is set:
+    /// its images are in `sync`.
     pub pool: Result<RbdPoolState, AgentError>,
+    /// Delta-sync pools: the pool's images and their sync snapshots, when the site answered.
+    pub sync: Option<SyncPool>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -81,6 +84,9 @@ pub struct ObservedPool {
     /// image of the pool.
     pub only_images: Option<BTreeSet<String>>,
     pub sites: Vec<ObservedPoolSite>,
+    /// Delta-sync pools: the site the pool records as primary (its `cephdr.io/primary-site` annotation,
+    /// else its `role: primary` site), or why it records none.
+    pub recorded_primary: Option<Result<String, String>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -147,7 +153,16 @@ pub struct Transition {
     pub then: Vec<SiteStep>,
     /// Drill: copies to read and compare (nothing changes), then plan again with the results.
     pub checks: Vec<CopyCheck>,
+    /// Delta-sync pools to record as primary on a site (the handover), after `steps` and `then`.
+    pub handovers: Vec<Handover>,
     pub requeue: Duration,
+}
+
+/// Record `site` as where the images of delta-sync pool `pool` (the `RbdMirrorPool`'s name) are primary.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Handover {
+    pub pool: String,
+    pub site: String,
 }
 
 pub fn next(
@@ -282,6 +297,8 @@ pub(super) enum Eval {
     Wait(String),
     /// Run these steps to make progress.
     Emit(Vec<SiteStep>),
+    /// Record this handover of a delta-sync pool to make progress.
+    HandOver(Handover),
     /// The task cannot succeed: the request fails with this message.
     Fail(String),
     /// The task does not apply to this subject (skipped with this message).
@@ -329,6 +346,7 @@ pub(super) struct Run {
     pub steps: Vec<SiteStep>,
     pub then: Vec<SiteStep>,
     pub checks: Vec<CopyCheck>,
+    pub handovers: Vec<Handover>,
 }
 
 impl Run {
@@ -339,6 +357,7 @@ impl Run {
             steps: Vec::new(),
             then: Vec::new(),
             checks: Vec::new(),
+            handovers: Vec::new(),
         }
     }
 }
@@ -508,6 +527,14 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
                     run.checks.push(check);
                     break;
                 }
+                // One record per pool, however many of its images ask for it.
+                Eval::HandOver(handover) => {
+                    run.ledger.start(i, ctx.now);
+                    if !run.handovers.contains(&handover) {
+                        run.handovers.push(handover);
+                    }
+                    break;
+                }
                 Eval::Emit(steps) => {
                     let was_running = run.ledger.state(i) == StepState::Running;
                     let on_image = matches!(entry.target.subject(), Subject::Image { .. });
@@ -547,12 +574,21 @@ fn advance(ctx: &Ctx, run: &mut Run, phase: FailoverPhase) -> Option<Outcome> {
         }
     }
 
-    if emitted == 0 && waits.is_empty() && queued == 0 && run.ledger.phase_settled(phase) {
+    let handing_over = !run.handovers.is_empty();
+    if emitted == 0 && waits.is_empty() && queued == 0 && !handing_over && run.ledger.phase_settled(phase) {
         return None;
     }
     let mut parts = Vec::new();
     if emitted > 0 {
         parts.push(format!("running {emitted} step(s)"));
+    }
+    if handing_over {
+        let sites: Vec<String> = run
+            .handovers
+            .iter()
+            .map(|h| format!("{} to site {}", h.pool, h.site))
+            .collect();
+        parts.push(format!("recording the handover of {}", sites.join(", ")));
     }
     if !run.checks.is_empty() {
         parts.push(format!("checking {} copy(ies) by checksum", run.checks.len()));

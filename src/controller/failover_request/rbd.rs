@@ -21,6 +21,7 @@ use self::evidence::{
     newest_copy, receiving, replaying, resync_took_hold, seen_primary, Seen, STATUS_REFRESH,
 };
 use super::{
+    delta,
     gate::emergency_hint,
     ledger::{Chain, Entry, Target, Task},
     plan::{seconds_between, Ctx, Eval, Failure, ObservedPool},
@@ -104,7 +105,7 @@ fn recovery(pool: &str, image: &str, stale: &str, primary: &str, mode: ImageMirr
     chain
 }
 
-fn entry(task: Task, pool: &str, image: &str, site: &str) -> Entry {
+pub(super) fn entry(task: Task, pool: &str, image: &str, site: &str) -> Entry {
     Entry {
         task,
         target: Target::Image {
@@ -129,10 +130,8 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
             .find(|p| &p.name == name)
             .ok_or_else(|| Failure::preflight(format!("RbdMirrorPool {name} was not found")))?;
         if pool.spec.engine == ReplicationEngine::DeltaSync {
-            return Err(Failure::preflight(format!(
-                "RbdMirrorPool {name} replicates by delta-sync: a FailoverRequest moves rbd-mirror pools only \
-                 (failover of delta-sync pools is not built yet)"
-            )));
+            chains.extend(delta::chains(ctx, pool)?);
+            continue;
         }
         let peer = match pool.spec.other_site(target) {
             Some(peer) if pool.spec.sites.iter().any(|s| s.site == target) => peer,
@@ -311,6 +310,15 @@ fn check_planned(ctx: &Ctx, label: &str, t: Seen, s: Seen, mode: ImageMirrorMode
 
 /// One image task on `site` as the sites show it.
 pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
+    let Some(observed) = find_pool(ctx, row.pool, row.site) else {
+        return Eval::Fail(format!(
+            "no target RbdMirrorPool has pool {} on site {}",
+            row.pool, row.site
+        ));
+    };
+    if observed.spec.engine == ReplicationEngine::DeltaSync {
+        return delta::evaluate(ctx, observed, row);
+    }
     let ImageTask {
         task,
         pool,
@@ -318,9 +326,6 @@ pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
         site,
         since,
     } = row;
-    let Some(observed) = find_pool(ctx, pool, site) else {
-        return Eval::Fail(format!("no target RbdMirrorPool has pool {pool} on site {site}"));
-    };
     let Some(other) = observed.spec.other_site(site) else {
         return Eval::Fail(format!("RbdMirrorPool {} names site {site} twice", observed.name));
     };
@@ -433,6 +438,7 @@ pub(super) fn evaluate(ctx: &Ctx, row: ImageTask) -> Eval {
         Task::PullPeriod | Task::ModifyZone | Task::CommitPeriod | Task::CheckZoneSync => {
             Eval::Fail(format!("{} is not an image task", task.name()))
         }
+        Task::FinalSnapshot => Eval::Fail(format!("{} is a task of delta-sync pools only", task.name())),
     }
 }
 
@@ -442,6 +448,9 @@ pub(super) fn verify(ctx: &Ctx, pool: &str, image: &str) -> Result<(), String> {
     let target = ctx.target();
     let observed =
         find_pool(ctx, pool, target).ok_or_else(|| format!("pool {pool} not observed on site {target}"))?;
+    if observed.spec.engine == ReplicationEngine::DeltaSync {
+        return delta::verify(ctx, observed, image);
+    }
     let label = format!("{pool}/{image}");
     if !seen_primary(seen(observed, target, image)) {
         return Err(format!("image {label} is not primary on site {target}"));

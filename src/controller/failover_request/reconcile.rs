@@ -13,20 +13,26 @@ use std::{slice, sync::Arc, time::Instant};
 use futures::{future, stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    api::{Api, ListParams},
+    api::{Api, ListParams, Patch, PatchParams},
     runtime::controller::Action,
     ResourceExt,
 };
-use tracing::{debug, instrument};
+use serde_json::json;
+use tracing::{debug, info, instrument};
 
 use super::{
     announce::{announce, blocking_requests},
     check::{CheckedCopy, CopyCheck},
-    plan::{self, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition},
+    plan::{
+        self, Handover, Observed, ObservedPool, ObservedPoolSite, ObservedRealm, ObservedZone, Transition,
+    },
 };
 use crate::{
-    agent::AgentError,
-    api::{CephRealm, CephZone, FailoverPhase, FailoverRequest, FailoverRequestStatus, RbdMirrorPool},
+    agent::{AgentError, RbdPoolState},
+    api::{
+        rbd_mirror_pool::{ReplicationEngine, PRIMARY_SITE_ANNOTATION},
+        CephRealm, CephZone, FailoverPhase, FailoverRequest, FailoverRequestStatus, RbdMirrorPool,
+    },
     controller::{
         apply::run_steps,
         context::Context,
@@ -139,7 +145,26 @@ async fn execute(
             }
         }
     }
+    if failures.is_empty() {
+        for handover in &transition.handovers {
+            hand_over(ctx, namespace, handover).await?;
+        }
+    }
     Ok(failures)
+}
+
+/// Records where a delta-sync pool's images are primary now, in the pool's annotation (see `delta`).
+async fn hand_over(ctx: &Context, namespace: &str, handover: &Handover) -> Result<()> {
+    let api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), namespace);
+    let annotation = json!({"metadata": {"annotations": {PRIMARY_SITE_ANNOTATION: handover.site}}});
+    api.patch(
+        &handover.pool,
+        &PatchParams::default(),
+        &Patch::Merge(&annotation),
+    )
+    .await?;
+    info!(pool = %handover.pool, site = %handover.site, "delta-sync pool handed over");
+    Ok(())
 }
 
 /// Runs the checks, at most `concurrency` at a time.
@@ -206,8 +231,11 @@ async fn observe(
         let Some(pool) = pool_api.get_opt(name).await? else {
             continue;
         };
+        let delta_sync = pool.spec.engine == ReplicationEngine::DeltaSync;
+        // A delta-sync pool is read whole: one listing holds every image's sync snapshots.
         let only_images = reads
             .as_ref()
+            .filter(|_| !delta_sync)
             .map(|reads| reads.get(&pool.spec.pool).cloned().unwrap_or_default());
         let image_names: Option<Vec<String>> =
             only_images.as_ref().map(|only| only.iter().cloned().collect());
@@ -219,13 +247,24 @@ async fn observe(
             .filter(|s| plan::needs_site(&request.spec, &s.site));
         let sites = future::try_join_all(needed.map(|pool_site| async {
             let agent = ctx.agent(&namespace, &pool_site.site).await?;
-            let state = match &image_names {
-                Some(images) => agent.rbd_images(&pool.spec.pool, images).await,
-                None => agent.rbd_pool(&pool.spec.pool).await,
+            let (state, sync) = match &image_names {
+                _ if delta_sync => match agent.sync_pool(&pool.spec.pool).await {
+                    Ok(sync) => {
+                        let state = RbdPoolState {
+                            exists: sync.exists,
+                            ..RbdPoolState::default()
+                        };
+                        (Ok(state), Some(sync))
+                    }
+                    Err(error) => (Err(error), None),
+                },
+                Some(images) => (agent.rbd_images(&pool.spec.pool, images).await, None),
+                None => (agent.rbd_pool(&pool.spec.pool).await, None),
             };
             Ok::<_, Error>(ObservedPoolSite {
                 site: pool_site.site.clone(),
                 pool: state,
+                sync,
             })
         }))
         .await?;
@@ -234,6 +273,8 @@ async fn observe(
             spec: pool.spec.clone(),
             only_images,
             sites,
+            recorded_primary: delta_sync
+                .then(|| pool.delta_sync_sites().map(|(primary, _)| primary.to_string())),
         });
     }
     let mut realms = Vec::new();

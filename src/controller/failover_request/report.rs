@@ -28,6 +28,7 @@ pub(super) fn unchanged(status: &FailoverRequestStatus) -> Transition {
         steps: Vec::new(),
         then: Vec::new(),
         checks: Vec::new(),
+        handovers: Vec::new(),
         requeue: REQUEUE_IDLE,
     }
 }
@@ -40,6 +41,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
         steps,
         then,
         checks,
+        handovers,
     } = run;
     if matches!(outcome, Outcome::Unchanged) {
         return unchanged(&status);
@@ -67,7 +69,8 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
             (desired, REQUEUE_BLOCKED)
         }
         Outcome::Working { message } => {
-            let requeue = if steps.is_empty() && then.is_empty() && checks.is_empty() {
+            let requeue = if steps.is_empty() && then.is_empty() && checks.is_empty() && handovers.is_empty()
+            {
                 REQUEUE_WAITING
             } else {
                 REQUEUE_AFTER_STEPS
@@ -178,6 +181,7 @@ pub(super) fn conclude(ctx: &Ctx, run: Run, outcome: Outcome) -> Transition {
         steps,
         then,
         checks,
+        handovers,
         requeue,
     }
 }

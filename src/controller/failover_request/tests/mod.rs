@@ -2,6 +2,7 @@
 //! and/or an RGW realm, and a driver that plays the reconciler (observe, `next`, persist, run the steps,
 //! let time pass) so every action is walked to its end on clusters that refuse what real Ceph refuses.
 
+mod delta;
 mod drill;
 mod props;
 mod rbd;
@@ -221,9 +222,11 @@ impl Lab {
                     .map(|s| ObservedPoolSite {
                         site: s.site.clone(),
                         pool: read(&s.site),
+                        sync: None,
                     })
                     .collect(),
                 only_images,
+                recorded_primary: None,
             }
         });
         let realm = self.has_realm.then(|| ObservedRealm {

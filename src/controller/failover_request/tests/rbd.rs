@@ -588,18 +588,3 @@ fn images_are_never_given_two_steps_in_one_transition() {
     let promotes: Vec<&SiteStep> = req.ran.iter().filter(|s| s.step.verb() == "promote").collect();
     assert_eq!(promotes.len(), 3);
 }
-
-#[test]
-fn a_delta_sync_pool_is_refused_before_anything_runs() {
-    let mut lab = snapshots();
-    lab.pools[0].1.engine = crate::api::rbd_mirror_pool::ReplicationEngine::DeltaSync;
-    let mut req = Request::new(request(FailoverAction::Planned, B));
-    lab.run_to_end(&mut req);
-
-    assert_eq!(req.status.phase, FailoverPhase::Failed);
-    assert_eq!(failure_reason(&req), reason::PREFLIGHT_FAILED);
-    let stalled = req.condition(STALLED).unwrap();
-    assert!(stalled.message.contains("delta-sync"), "{}", stalled.message);
-    assert!(req.ran.is_empty());
-    assert_eq!(lab.primaries("db"), [A]);
-}
