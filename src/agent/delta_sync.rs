@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::Sensitive;
 use crate::sync::frame::ChecksumKind;
 
-/// Prefix of the snapshots cephdr takes for delta-sync: `cephdr-sync-<series>-<Unix time>`.
+/// Prefix of the snapshots cephdr takes for delta-sync: `cephdr-sync-<taken on>_<other site>-<Unix time>`
+/// (site names never contain `_`).
 pub const SNAPSHOT_PREFIX: &str = "cephdr-sync-";
 
-/// The series of sync snapshots between two sites: their names, sorted, joined by `_` (which site names
-/// never contain). It names the pair, not the direction, so after a failover the reversed direction finds
-/// the snapshots both copies hold and ships a delta from them; pools that copy one Ceph pool to different
+/// The series of sync snapshots between two sites, whichever took them: their names, sorted, joined by
+/// `_`. It names the pair, not the direction, so after a failover the reversed direction finds the
+/// snapshots both copies hold and ships a delta from them; pools that copy one Ceph pool to different
 /// sites (a replica, a backup store) still keep a series each.
 pub fn series(site: &str, other_site: &str) -> String {
     let (first, second) = match site <= other_site {
@@ -27,9 +28,11 @@ pub fn series(site: &str, other_site: &str) -> String {
     format!("{first}_{second}")
 }
 
-/// The name of the sync snapshot of `series` taken at `at`.
-pub fn snapshot_name(series: &str, at: Timestamp) -> String {
-    format!("{SNAPSHOT_PREFIX}{series}-{}", at.as_second())
+/// The name of the sync snapshot `taken_on` a site, for the series with `other_site`, at `at`. Naming the
+/// site that took it keeps two snapshots taken in the same second on both sites (during a handover) from
+/// passing for one point.
+pub fn snapshot_name(taken_on: &str, other_site: &str, at: Timestamp) -> String {
+    format!("{SNAPSHOT_PREFIX}{taken_on}_{other_site}-{}", at.as_second())
 }
 
 /// When a sync snapshot was taken, from its name; `None` for any other snapshot.
@@ -41,12 +44,17 @@ pub fn snapshot_time(name: &str) -> Option<Timestamp> {
     Timestamp::from_second(seconds.parse().ok()?).ok()
 }
 
+/// The [`series`] of a sync snapshot; `None` for any other snapshot.
+pub fn series_of(name: &str) -> Option<String> {
+    let (sites, seconds) = name.strip_prefix(SNAPSHOT_PREFIX)?.rsplit_once('-')?;
+    let (taken_on, other) = sites.split_once('_')?;
+    let valid = !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit());
+    valid.then(|| series(taken_on, other))
+}
+
 /// Whether `name` is a sync snapshot of `series`.
 pub fn is_snapshot_for(name: &str, series: &str) -> bool {
-    name.strip_prefix(SNAPSHOT_PREFIX)
-        .and_then(|rest| rest.strip_prefix(series))
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|seconds| !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()))
+    series_of(name).as_deref() == Some(series)
 }
 
 /// One pool as delta-sync sees it on one cluster.
@@ -141,14 +149,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_names_carry_the_pair_of_sites_in_either_order_and_the_time_they_were_taken() {
+    fn snapshot_names_carry_the_site_that_took_them_the_other_site_and_the_time() {
         let at = Timestamp::from_second(1_764_635_400).unwrap();
         assert_eq!(series("site-b", "site-a"), series("site-a", "site-b"));
         let pair = series("site-b", "site-a");
-        let name = snapshot_name(&pair, at);
+        let name = snapshot_name("site-a", "site-b", at);
         assert_eq!(name, "cephdr-sync-site-a_site-b-1764635400");
         assert_eq!(snapshot_time(&name), Some(at));
         assert!(is_snapshot_for(&name, &pair));
+        let taken_on_b = snapshot_name("site-b", "site-a", at);
+        assert_ne!(
+            taken_on_b, name,
+            "the same second on the other site is another point"
+        );
+        assert!(is_snapshot_for(&taken_on_b, &pair), "of the same series");
         assert!(
             !is_snapshot_for(&name, &series("site-a", "vault")),
             "another pair's series"

@@ -474,6 +474,16 @@ pub enum Step {
         image: String,
         snap: String,
     },
+    /// Makes a delta-sync copy a primary (an emergency failover): rolls the image back to `from_snap`, the
+    /// newest point it fully holds, when it changed since (a delta was half applied), then takes sync
+    /// snapshot `snap`, after which receivers refuse every delta ending before it. Nothing when the image
+    /// holds `snap` already.
+    PromoteSyncCopy {
+        pool: String,
+        image: String,
+        from_snap: String,
+        snap: String,
+    },
     /// Starts shipping the image's delta from `from_snap` (none: the whole image) to `to_snap` to the
     /// peer's receiver, in the background; [`ClusterAgent::sync_pool`] reports it. Leaves a transfer of the
     /// image that is still running alone.
@@ -521,6 +531,7 @@ impl Step {
             Step::RemoveSnapshotSchedule { .. } => "remove-snapshot-schedule",
             Step::CreateSyncSnapshot { .. } => "create-sync-snapshot",
             Step::RemoveSyncSnapshot { .. } => "remove-sync-snapshot",
+            Step::PromoteSyncCopy { .. } => "promote-sync-copy",
             Step::SendDelta { .. } => "send-delta",
         }
     }
@@ -594,6 +605,12 @@ impl Step {
             | Step::RemoveSyncSnapshot { pool, image, snap } => {
                 format!("{pool}/{image}@{snap}")
             }
+            Step::PromoteSyncCopy {
+                pool,
+                image,
+                from_snap,
+                snap,
+            } => format!("{pool}/{image}@{from_snap}..{snap}"),
             Step::SendDelta {
                 pool,
                 image,

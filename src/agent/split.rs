@@ -34,6 +34,11 @@ impl ImageRef<'_> {
 pub enum DeltaSyncStep<'a> {
     CreateSnapshot(ImageRef<'a>, &'a str),
     RemoveSnapshot(ImageRef<'a>, &'a str),
+    PromoteCopy {
+        image: ImageRef<'a>,
+        from_snap: &'a str,
+        snap: &'a str,
+    },
     Send {
         image: ImageRef<'a>,
         from_snap: Option<&'a str>,
@@ -374,6 +379,16 @@ impl Step {
             Step::RemoveSyncSnapshot { pool, image, snap } => {
                 Split::DeltaSync(DeltaSyncStep::RemoveSnapshot(ImageRef { pool, image }, snap))
             }
+            Step::PromoteSyncCopy {
+                pool,
+                image,
+                from_snap,
+                snap,
+            } => Split::DeltaSync(DeltaSyncStep::PromoteCopy {
+                image: ImageRef { pool, image },
+                from_snap,
+                snap,
+            }),
             Step::SendDelta {
                 pool,
                 image,

@@ -27,6 +27,7 @@ use super::{
     frame::Chunk,
     session::{Target, TargetError},
 };
+use crate::agent::delta_sync::{is_snapshot_for, series_of, snapshot_time};
 
 /// How to run `rbd` against one cluster.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +72,28 @@ impl RbdCli {
             Some(2) => Ok(false),
             _ => Err(failed(args, &out.status, &out.stderr)),
         }
+    }
+
+    /// The newest snapshot of the image in the sync snapshot series `series`.
+    async fn newest_sync_snapshot(&self, image: &str, series: &str) -> Result<Option<String>, TargetError> {
+        let args = ["snap", "ls", image, "--format", "json"];
+        let mut command = self.command(&args);
+        command.stdout(Stdio::piped());
+        let out = command.output().await?;
+        if !out.status.success() {
+            return Err(failed(&args, &out.status, &out.stderr));
+        }
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| {
+            TargetError::Io(std::io::Error::other(format!(
+                "rbd snap ls printed no JSON list: {e}"
+            )))
+        })?;
+        Ok(listed
+            .iter()
+            .filter_map(|snap| snap["name"].as_str())
+            .filter(|name| is_snapshot_for(name, series))
+            .max_by_key(|name| snapshot_time(name))
+            .map(str::to_string))
     }
 
     /// Whether the image's head differs from its snapshot `snap` (`rbd diff --from-snap` lists anything).
@@ -248,6 +271,22 @@ impl Target for RbdImage {
         let transfer = &checkpoint.transfer;
         self.transfer = Some(transfer.clone());
         if let Some(from) = &transfer.from_snap {
+            // A copy holding a snapshot of the series from the delta's end or later went on without this
+            // sender: it was promoted (an emergency takes a snapshot), and the sender is a stale old
+            // primary, say retrying a transfer it began before it went away.
+            if let Some(series) = series_of(&transfer.to_snap) {
+                let newest = self.rbd.newest_sync_snapshot(&self.image, &series).await?;
+                let newer = newest.filter(|snap| {
+                    *snap != transfer.to_snap && snapshot_time(snap) >= snapshot_time(&transfer.to_snap)
+                });
+                if let Some(newer) = newer {
+                    return Err(TargetError::Superseded {
+                        image: self.image.clone(),
+                        to: transfer.to_snap.clone(),
+                        newer,
+                    });
+                }
+            }
             // `rbd import-diff` checks that the image holds the from-snap, not that its head still equals
             // it: a copy written since would end up neither the source's snapshot nor its own. A resumed
             // transfer has changed the head itself, so only a fresh one can be checked.

@@ -89,6 +89,12 @@ pub enum TargetError {
         "image {image} was written since {since}: a delta applies only onto the snapshot it starts from"
     )]
     Diverged { image: String, since: String },
+    #[error("image {image} holds {newer}, from {to} or later: the copy went on without this sender")]
+    Superseded {
+        image: String,
+        to: String,
+        newer: String,
+    },
     #[error("no restore point {0:?} in the store")]
     NoSuchPoint(String),
     #[error("backup file {file} does not match its BLAKE3 in the manifest")]
@@ -142,7 +148,10 @@ impl SyncError {
                 | SyncError::NoToSnap
                 | SyncError::OtherTransfer
                 | SyncError::Target(
-                    TargetError::ChainBroken { .. } | TargetError::Exists(_) | TargetError::Diverged { .. }
+                    TargetError::ChainBroken { .. }
+                        | TargetError::Exists(_)
+                        | TargetError::Diverged { .. }
+                        | TargetError::Superseded { .. }
                 )
                 | SyncError::Rejected { permanent: true, .. }
         )

@@ -104,6 +104,11 @@ impl CephCli {
                     "",
                 )
             }
+            DeltaSyncStep::PromoteCopy {
+                image,
+                from_snap,
+                snap,
+            } => self.promote_copy(image, from_snap, snap).await,
             DeltaSyncStep::RemoveSnapshot(image, snap) => {
                 let spec = format!("{}@{snap}", image.spec());
                 ok_if(
@@ -123,6 +128,35 @@ impl CephCli {
                 Ok(())
             }
         }
+    }
+
+    /// See [`Step::PromoteSyncCopy`](crate::agent::Step::PromoteSyncCopy).
+    async fn promote_copy(&self, image: ImageRef<'_>, from_snap: &str, snap: &str) -> AgentResult<()> {
+        let spec = image.spec();
+        let held = self.read_sync_pool(image.pool).await?;
+        let holds = |name: &str| {
+            held.images
+                .iter()
+                .any(|i| i.name == image.image && i.has_snapshot(name))
+        };
+        if holds(snap) {
+            return Ok(());
+        }
+        let at = |name: &str| format!("{spec}@{name}");
+        let diff = ["diff", "--from-snap", from_snap, &spec, "--format", "json"];
+        let changed = self.run(CephCommand::rbd(diff)).await?;
+        if json::<Vec<serde_json::Value>>(&changed)?.is_empty() {
+            info!(image = %spec, from_snap, "the copy holds its newest sync snapshot unchanged");
+        } else {
+            warn!(image = %spec, from_snap, "rolling a half-applied delta back");
+            let rollback = ["snap", "rollback", "--no-progress", &at(from_snap)];
+            self.run(CephCommand::rbd(rollback)).await?;
+        }
+        ok_if(
+            self.run(CephCommand::rbd(["snap", "create", &at(snap)])).await,
+            EEXIST,
+            "",
+        )
     }
 
     fn start_transfer(

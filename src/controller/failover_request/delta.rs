@@ -8,12 +8,21 @@
 //!
 //! From then on the pool ships T's snapshots to S as deltas from that point. Writes on S after its last
 //! shipped snapshot are never merged: S's receiver refuses the next delta onto them, and the pool says so.
-//! Other actions are refused for delta-sync pools (not built).
+//!
+//! An emergency, with S gone, runs force-promote on T alone: T's copy goes back to the newest sync snapshot
+//! it fully holds (a delta may have been half applied), takes a promotion snapshot of the pair's series,
+//! and T is recorded as primary. The data-loss window is the age of that newest snapshot. Receivers refuse
+//! a delta ending before the copy's newest snapshot of its series, so S, once back, cannot finish a delta
+//! it began before into the promoted copy; and T's deltas are refused on S while S holds writes of its own
+//! (written since the delta's base). Failback, resync and drill are refused for delta-sync pools (not
+//! built).
+
+use k8s_openapi::jiff::Timestamp;
 
 use super::{
     ledger::{Chain, Task},
     plan::{seconds_between, Ctx, Eval, Failure, Handover, ObservedPool},
-    rbd::{entry, ImageTask},
+    rbd::{earliest, entry, ImageTask},
 };
 use crate::{
     agent::{
@@ -24,17 +33,22 @@ use crate::{
     plan::SiteStep,
 };
 
-/// The preflight of a delta-sync pool: the request's action, both sites answering with the pool, every
-/// image's copy recent enough; then each image's chain.
-pub(super) fn chains(ctx: &Ctx, pool: &ObservedPool) -> Result<Vec<Chain>, Failure> {
+/// The preflight of a delta-sync pool: the request's action, the sites it needs answering with the pool,
+/// (planned) every image's copy recent enough; then each image's chain, with the oldest of the target's
+/// newest points (an emergency's data-loss window runs from it).
+pub(super) fn chains(ctx: &Ctx, pool: &ObservedPool) -> Result<(Vec<Chain>, Option<Timestamp>), Failure> {
     let name = &pool.name;
-    if ctx.action() != FailoverAction::Planned {
-        return Err(Failure::preflight(format!(
-            "RbdMirrorPool {name} replicates by delta-sync: a FailoverRequest moves it by a planned failover \
-             only ({} is not built for delta-sync pools)",
-            ctx.action().as_str()
-        )));
-    }
+    let emergency = match ctx.action() {
+        FailoverAction::Planned => false,
+        FailoverAction::Emergency => true,
+        other => {
+            return Err(Failure::preflight(format!(
+                "RbdMirrorPool {name} replicates by delta-sync: a FailoverRequest moves it by a planned or \
+                 emergency failover only ({} is not built for delta-sync pools)",
+                other.as_str()
+            )))
+        }
+    };
     let target = ctx.target();
     let source = match pool.spec.other_site(target) {
         Some(source) if pool.spec.sites.iter().any(|s| s.site == target) => source,
@@ -45,33 +59,55 @@ pub(super) fn chains(ctx: &Ctx, pool: &ObservedPool) -> Result<Vec<Chain>, Failu
         }
     };
     let primary = recorded_primary(pool).map_err(Failure::preflight)?;
-    let [on_target, on_source] = [target, source].map(|site| answered(pool, site));
-    let (on_target, on_source) = (on_target?, on_source?);
+    let on_target = answered(pool, target)?;
     let pair = series(target, source);
-    let images: Vec<String> = match pool.spec.images.all {
-        true => on_source.images.iter().map(|i| i.name.clone()).collect(),
-        false => pool.spec.images.names.clone(),
-    };
-    let mut chains = Vec::with_capacity(images.len());
-    for image in images {
-        let label = format!("{}/{image}", pool.spec.pool);
-        let skip = (primary == target).then(|| format!("site {target} is the pool's primary already"));
+    let ceph_pool = pool.spec.pool.as_str();
+    let skip = (primary == target).then(|| format!("site {target} is the pool's primary already"));
+    let mut chains = Vec::new();
+    if emergency {
+        // The images the target holds: the source may be gone.
+        let mut oldest_point = None;
+        for image in selected(pool, on_target) {
+            let point = newest(on_target, &image, &pair).and_then(|snap| snapshot_time(snap));
+            if point.is_none() && skip.is_none() {
+                return Err(Failure::preflight(format!(
+                    "site {target} holds no synced snapshot of image {ceph_pool}/{image}: there is nothing to promote"
+                )));
+            }
+            oldest_point = earliest(oldest_point, point);
+            chains.push(Chain {
+                entries: vec![entry(Task::ForcePromote, ceph_pool, &image, target)],
+                skip: skip.clone(),
+            });
+        }
+        return Ok((chains, oldest_point.filter(|_| skip.is_none())));
+    }
+    let on_source = answered(pool, source)?;
+    for image in selected(pool, on_source) {
+        let label = format!("{ceph_pool}/{image}");
         if skip.is_none() {
             let source_image = find(on_source, &image)
                 .ok_or_else(|| Failure::preflight(format!("image {label} not found on site {source}")))?;
             check_lag(ctx, &label, source_image, find(on_target, &image), &pair)?;
         }
-        let ceph_pool = pool.spec.pool.as_str();
         chains.push(Chain {
             entries: vec![
                 entry(Task::FinalSnapshot, ceph_pool, &image, source),
                 entry(Task::AwaitSync, ceph_pool, &image, target),
                 entry(Task::Promote, ceph_pool, &image, target),
             ],
-            skip,
+            skip: skip.clone(),
         });
     }
-    Ok(chains)
+    Ok((chains, None))
+}
+
+/// The spec's `names`, or with `all` every image `site` holds.
+fn selected(pool: &ObservedPool, site: &SyncPool) -> Vec<String> {
+    match pool.spec.images.all {
+        true => site.images.iter().map(|i| i.name.clone()).collect(),
+        false => pool.spec.images.names.clone(),
+    }
 }
 
 /// The target must hold a snapshot of the pair's series the source also holds, and with
@@ -121,8 +157,45 @@ pub(super) fn evaluate(ctx: &Ctx, pool: &ObservedPool, row: ImageTask) -> Eval {
     };
     let label = format!("{ceph_pool}/{image}");
     let pair = series(site, other);
-    let (Some(here), Some(there)) = (synced(pool, site), synced(pool, other)) else {
-        return Eval::Wait("waiting for both sites to answer".to_string());
+    // Named after the time the row started, so every call asks for the same snapshot.
+    let snap = snapshot_name(site, other, since.unwrap_or(ctx.now));
+    let Some(here) = synced(pool, site) else {
+        return Eval::Wait(format!("waiting for site {site} to answer"));
+    };
+    let Some(copy) = find(here, image) else {
+        return Eval::Fail(format!("image {label} not found on site {site}"));
+    };
+    let hand_over = || {
+        Eval::HandOver(Handover {
+            pool: pool.name.clone(),
+            site: site.to_string(),
+        })
+    };
+    if task == Task::ForcePromote {
+        // Back to the newest point the copy fully holds, a promotion snapshot, then the record.
+        return match (
+            primary == site,
+            copy.has_snapshot(&snap),
+            newest(here, image, &pair),
+        ) {
+            (true, _, _) => Eval::Satisfied,
+            (false, true, _) => hand_over(),
+            (false, false, None) => Eval::Fail(format!(
+                "image {label} has no sync snapshot on site {site} to promote from"
+            )),
+            (false, false, Some(point)) => Eval::Emit(vec![SiteStep::new(
+                site,
+                Step::PromoteSyncCopy {
+                    pool: ceph_pool.to_string(),
+                    image: image.to_string(),
+                    from_snap: point.clone(),
+                    snap,
+                },
+            )]),
+        };
+    }
+    let Some(there) = synced(pool, other) else {
+        return Eval::Wait(format!("waiting for site {other} to answer"));
     };
     match task {
         Task::FinalSnapshot if primary != site => Eval::Fail(format!(
@@ -133,15 +206,14 @@ pub(super) fn evaluate(ctx: &Ctx, pool: &ObservedPool, row: ImageTask) -> Eval {
                 .and_then(|snap| snapshot_time(snap))
                 .zip(since)
                 .is_some_and(|(taken, started)| taken >= started);
-            match (find(here, image), taken_since_start) {
-                (None, _) => Eval::Fail(format!("image {label} not found on site {site}")),
-                (Some(_), true) => Eval::Satisfied,
-                (Some(_), false) => Eval::Emit(vec![SiteStep::new(
+            match taken_since_start {
+                true => Eval::Satisfied,
+                false => Eval::Emit(vec![SiteStep::new(
                     site,
                     Step::CreateSyncSnapshot {
                         pool: ceph_pool.to_string(),
                         image: image.to_string(),
-                        snap: snapshot_name(&pair, ctx.now),
+                        snap,
                     },
                 )]),
             }
@@ -151,15 +223,12 @@ pub(super) fn evaluate(ctx: &Ctx, pool: &ObservedPool, row: ImageTask) -> Eval {
             let Some(point) = newest(there, image, &pair) else {
                 return Eval::Fail(format!("image {label} has no sync snapshot on site {other}"));
             };
-            let received = find(here, image).is_some_and(|copy| copy.has_snapshot(point));
+            let received = copy.has_snapshot(point);
             match (received, task) {
                 (false, _) => Eval::Wait(format!(
                     "waiting for site {site} to receive {point} of {label} from site {other} (the pool's delta-sync ships it)"
                 )),
-                (true, Task::Promote) => Eval::HandOver(Handover {
-                    pool: pool.name.clone(),
-                    site: site.to_string(),
-                }),
+                (true, Task::Promote) => hand_over(),
                 (true, _) => Eval::Satisfied,
             }
         }

@@ -130,7 +130,9 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
             .find(|p| &p.name == name)
             .ok_or_else(|| Failure::preflight(format!("RbdMirrorPool {name} was not found")))?;
         if pool.spec.engine == ReplicationEngine::DeltaSync {
-            chains.extend(delta::chains(ctx, pool)?);
+            let (delta_chains, oldest_point) = delta::chains(ctx, pool)?;
+            chains.extend(delta_chains);
+            oldest_synced = earliest(oldest_synced, oldest_point);
             continue;
         }
         let peer = match pool.spec.other_site(target) {
@@ -187,10 +189,7 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
                     // The worst case over the images about to be force-promoted.
                     if let Seen::Image(copy) = t {
                         let synced = copy.synced_point().filter(|_| !is_primary(copy));
-                        oldest_synced = match (oldest_synced, synced) {
-                            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                            (a, b) => a.or(b),
-                        };
+                        oldest_synced = earliest(oldest_synced, synced);
                     }
                     let skip = seen_primary(t).then(|| format!("already primary on site {target}"));
                     (vec![entry(Task::ForcePromote, ceph_pool, &image, target)], skip)
@@ -205,6 +204,14 @@ pub(super) fn plan(ctx: &Ctx) -> Result<ImagesPlan, Failure> {
         chains,
         data_loss_window_seconds,
     })
+}
+
+/// The earlier of two points, either of which may be unknown.
+pub(super) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn handed_over(t: Seen, s: Seen, target: &str) -> Option<String> {

@@ -111,10 +111,17 @@ async fn finish(
 
 /// [`converge`] for `engine: delta-sync`: a snapshot taken in one round is shipped in the next.
 async fn converge_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
+    let api: Api<RbdMirrorPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
     let mut round = 1;
     let (pool_plan, outcome) = loop {
-        let observed = observe_delta_sync(pool, ctx, deleting).await?;
-        let mut pool_plan = delta_sync::plan(&pool.spec, &observed, Timestamp::now());
+        // Which site is primary is read fresh each round: a FailoverRequest may have handed the pool over
+        // since the cache's copy, and a snapshot taken on the old primary after that would start a
+        // history the new primary's deltas do not continue.
+        let Some(current) = api.get_opt(&pool.name_any()).await? else {
+            return Ok(Action::await_change());
+        };
+        let observed = observe_delta_sync(&current, ctx, deleting).await?;
+        let mut pool_plan = delta_sync::plan(&current.spec, &observed, Timestamp::now());
         if pool_plan.plan.steps.is_empty() {
             break (pool_plan, Ok(()));
         }

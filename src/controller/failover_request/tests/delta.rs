@@ -6,7 +6,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::{request, A, B, POOL};
 use crate::{
-    agent::{AgentError, RbdPoolState, Step, SyncImage, SyncPool},
+    agent::{delta_sync::snapshot_name, AgentError, RbdPoolState, Step, SyncImage, SyncPool},
     api::{
         conditions::{self, reason},
         failover_request::{
@@ -15,7 +15,8 @@ use crate::{
         rbd_mirror_pool::RbdMirrorPoolSpec,
     },
     controller::failover_request::plan::{
-        next, Handover, Observed, ObservedPool, ObservedPoolSite, Transition, BLOCKED,
+        next, reason as request_reason, Handover, Observed, ObservedPool, ObservedPoolSite, Transition,
+        BLOCKED, RESYNC_REQUIRED, SITE_UNREACHABLE,
     },
 };
 
@@ -27,10 +28,14 @@ struct Model {
     now: Timestamp,
 }
 
-const PAIR_SNAPSHOT: &str = "cephdr-sync-site-a_site-b-";
-
+/// The sync snapshot taken on site A at `seconds`.
 fn snapshot(seconds: i64) -> String {
-    format!("{PAIR_SNAPSHOT}{seconds}")
+    taken_on(A, seconds)
+}
+
+fn taken_on(site: &str, seconds: i64) -> String {
+    let other = if site == A { B } else { A };
+    snapshot_name(site, other, Timestamp::from_second(seconds).unwrap())
 }
 
 impl Model {
@@ -108,6 +113,20 @@ impl Model {
             match &step.step {
                 Step::CreateSyncSnapshot { image, snap, .. } => {
                     self.image(&step.site, image).snapshots.push(snap.clone())
+                }
+                Step::PromoteSyncCopy {
+                    image,
+                    from_snap,
+                    snap,
+                    ..
+                } => {
+                    let copy = self.image(&step.site, image);
+                    assert_eq!(
+                        copy.snapshots.last(),
+                        Some(from_snap),
+                        "promoted from the newest point"
+                    );
+                    copy.snapshots.push(snap.clone());
                 }
                 other => panic!("unexpected step {other}"),
             }
@@ -248,13 +267,15 @@ fn preflight_failure(model: &mut Model, spec: &FailoverRequestSpec) -> (String, 
 #[test]
 fn the_preflight_refuses_other_actions_a_copy_without_a_common_snapshot_and_too_much_lag() {
     for action in [
-        FailoverAction::Emergency,
         FailoverAction::Failback,
         FailoverAction::Resync,
         FailoverAction::Drill,
     ] {
         let (_, message) = preflight_failure(&mut Model::new(), &request(action, B));
-        assert!(message.contains("planned failover only"), "{message}");
+        assert!(
+            message.contains("planned or emergency failover only"),
+            "{message}"
+        );
     }
 
     let mut never_synced = Model::new();
@@ -283,10 +304,7 @@ fn an_unreachable_target_is_waited_out_and_nothing_is_handed_over() {
     let waiting = model.round(&spec, &mut status);
     assert!(waiting.handovers.is_empty());
     assert_ne!(status.phase, FailoverPhase::Failed);
-    assert!(conditions::is_true(
-        &status.conditions,
-        super::super::plan::SITE_UNREACHABLE
-    ));
+    assert!(conditions::is_true(&status.conditions, SITE_UNREACHABLE));
     model.sites[1] = b;
     model.ship();
     for _ in 0..3 {
@@ -295,4 +313,64 @@ fn an_unreachable_target_is_waited_out_and_nothing_is_handed_over() {
     assert_eq!(status.phase, FailoverPhase::Completed);
     assert_eq!(model.primary, B);
     assert!(!conditions::is_true(&status.conditions, BLOCKED));
+}
+
+#[test]
+fn an_emergency_promotes_the_copy_from_its_newest_point_on_the_target_alone_then_records_it() {
+    let mut model = Model::new();
+    model.sites[0] = None;
+    // B received a newer point of db than of logs.
+    model.image(B, "db").snapshots.push(snapshot(1030));
+    let spec = request(FailoverAction::Emergency, B);
+    let mut status = FailoverRequestStatus::default();
+
+    let promoting = model.round(&spec, &mut status);
+    assert_eq!(
+        status.data_loss_window_seconds,
+        Some(60),
+        "from the oldest newest point: logs at 1000"
+    );
+    let steps: Vec<String> = promoting.steps.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        steps,
+        [
+            format!(
+                "promote-sync-copy rbd/db@{}..{}@site-b",
+                snapshot(1030),
+                taken_on(B, 1060)
+            ),
+            format!(
+                "promote-sync-copy rbd/logs@{}..{}@site-b",
+                snapshot(1000),
+                taken_on(B, 1060)
+            ),
+        ]
+    );
+    assert!(
+        promoting.handovers.is_empty(),
+        "recorded only once the copies are promoted"
+    );
+    let recording = model.round(&spec, &mut status);
+    assert_eq!(recording.handovers.len(), 1);
+    assert!(
+        recording.steps.is_empty(),
+        "the same promotion snapshot is not asked for twice"
+    );
+    model.round(&spec, &mut status);
+    assert_eq!(status.phase, FailoverPhase::Completed, "{:?}", status.conditions);
+    assert_eq!(model.primary, B);
+    assert!(conditions::is_true(&status.conditions, RESYNC_REQUIRED));
+}
+
+#[test]
+fn an_emergency_refuses_a_copy_that_never_synced() {
+    let mut model = Model::new();
+    model.image(B, "logs").snapshots.clear();
+    let (why, message) = preflight_failure(&mut model, &request(FailoverAction::Emergency, B));
+    assert_eq!(why, request_reason::PREFLIGHT_FAILED);
+    assert!(
+        message.contains("rbd/logs") && message.contains("nothing to promote"),
+        "{message}"
+    );
+    assert_eq!(model.primary, A);
 }

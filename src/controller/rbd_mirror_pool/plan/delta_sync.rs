@@ -11,7 +11,7 @@
 //! 4. while no transfer runs, snapshots older than the newest common one go from the primary (only that one
 //!    is a delta's base), and from the copy beyond the newest `keepSnapshots`.
 //!
-//! Snapshots are named `cephdr-sync-<site>_<site>-<Unix time>` after the pair of sites (see
+//! Snapshots are named `cephdr-sync-<taken on>_<other site>-<Unix time>`, a series per pair of sites (see
 //! [`series`](crate::agent::delta_sync::series)): pools copying one Ceph pool to different sites (a replica,
 //! and a backup store behind a `cephdr agent --backup-dir`) each plan their own series, and after a
 //! failover the reversed direction ships from the snapshot both copies hold.
@@ -209,7 +209,7 @@ impl ImagePlanner<'_> {
             self.steps.push(self.on_primary(Step::CreateSyncSnapshot {
                 pool: self.spec.pool.clone(),
                 image: source.name.clone(),
-                snap: snapshot_name(self.series, self.now),
+                snap: snapshot_name(&self.observed.primary.site, &self.observed.copy.site, self.now),
             }));
         }
         if let (Some(common), false) = (common, running) {

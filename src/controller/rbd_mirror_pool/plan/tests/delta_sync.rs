@@ -210,8 +210,8 @@ impl Sites {
     }
 }
 
-/// The series of site-a and site-b.
-const PAIR: &str = "site-a_site-b";
+const A: &str = "site-a";
+const B: &str = "site-b";
 
 fn delta_spec() -> RbdMirrorPoolSpec {
     spec().delta_sync().all_images().schedule("5m").build()
@@ -222,7 +222,7 @@ fn a_new_pool_creates_the_copy_pool_and_snapshots_every_image() {
     let spec = delta_spec();
     let sites = Sites::new(&["db", "logs"]);
     let plan = sites.plan(&spec);
-    let snap = snapshot_name(PAIR, sites.now);
+    let snap = snapshot_name(A, B, sites.now);
     assert_eq!(
         rendered(&plan.plan.steps),
         [
@@ -240,7 +240,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     let spec = delta_spec();
     let mut sites = Sites::new(&["db"]);
     sites.apply(&sites.plan(&spec));
-    let first = snapshot_name(PAIR, sites.now);
+    let first = snapshot_name(A, B, sites.now);
     let ship = sites.plan(&spec);
     assert_eq!(
         ship.plan.steps[0].step,
@@ -292,7 +292,7 @@ fn the_first_snapshot_ships_whole_then_the_next_as_a_delta_from_the_common_one()
     sites.advance(-250);
 
     sites.advance(300);
-    let second = snapshot_name(PAIR, sites.now);
+    let second = snapshot_name(A, B, sites.now);
     let settled = sites.settle(&spec);
     assert_eq!(
         settled.status.images[0].synced_snapshot.as_deref(),
@@ -536,7 +536,7 @@ fn the_copy_keeps_its_newest_snapshots_and_other_series_are_left_alone() {
     sites.image("site-a", "db").snapshots.push(backup_series.clone());
     let mut taken = Vec::new();
     for _ in 0..3 {
-        taken.push(snapshot_name(PAIR, sites.now));
+        taken.push(snapshot_name(A, B, sites.now));
         sites.settle(&spec);
         sites.advance(300);
     }
@@ -593,7 +593,7 @@ fn after_a_failover_the_new_primary_ships_a_delta_from_the_snapshot_both_sites_h
     assert_eq!(idle.status.primary_site.as_deref(), Some("site-b"));
     sites.advance(300);
     let snapshot = sites.plan(&spec);
-    let taken = snapshot_name(PAIR, sites.now);
+    let taken = snapshot_name(B, A, sites.now);
     assert_eq!(
         rendered(&snapshot.plan.steps),
         [format!("create-sync-snapshot rbd/db@{taken}@site-b")],
