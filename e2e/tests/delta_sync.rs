@@ -725,6 +725,97 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
     Ok(())
 }
 
+/// The operator and RbdMirrorPool `name` replicating image `app` of a new pool from A to B by delta-sync
+/// each minute, with a receiver on each site (each with its own state directory), so either can be the
+/// copy.
+struct TwoWay {
+    name: String,
+    stack: OperatorStack,
+    sites: &'static CephSites,
+    pool: String,
+    bed_b: TlsBed,
+    addr_b: String,
+    _receivers: [tokio::sync::oneshot::Sender<()>; 2],
+    _bed_a: TlsBed,
+}
+
+impl TwoWay {
+    async fn start(name: &str) -> Result<TwoWay> {
+        let (stack, sites, pool) = operator_and_pool_on_a(name, 8).await?;
+        let (bed_a, bed_b) = (TlsBed::new()?, TlsBed::new()?);
+        let (addr_a, stop_a) = bed_a.serve_rbd(&sites.a, &pool).await?;
+        let (addr_b, stop_b) = bed_b.serve_rbd(&sites.b, &pool).await?;
+        name_receiver(&stack, SITE_NAMES[0], &addr_a, &bed_a).await?;
+        name_receiver(&stack, SITE_NAMES[1], &addr_b, &bed_b).await?;
+        let schedule = json!({"snapshotSchedules": [{"interval": "1m"}]});
+        delta_sync_pool(&stack, name, &pool, SITE_NAMES[1], schedule).await?;
+        Ok(TwoWay {
+            name: name.to_string(),
+            stack,
+            sites,
+            pool,
+            bed_b,
+            addr_b,
+            _receivers: [stop_a, stop_b],
+            _bed_a: bed_a,
+        })
+    }
+
+    /// Runs FailoverRequest `request` of `action` to B; it completes, and the pool records B as primary.
+    async fn fail_over_to_b(&self, request: &str, action: &str) -> Result<api::FailoverRequestStatus> {
+        let done = self
+            .stack
+            .failover(request, action, SITE_NAMES[1], &self.name)
+            .await?;
+        let status = done.status.context("request status")?;
+        anyhow::ensure!(
+            status.phase == api::FailoverPhase::Completed,
+            "{request}: {:?}",
+            status.conditions
+        );
+        let pool = self.stack.ns.api::<RbdMirrorPool>().get(&self.name).await?;
+        let recorded = pool
+            .annotations()
+            .get(api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION);
+        anyhow::ensure!(
+            recorded.map(String::as_str) == Some(SITE_NAMES[1]),
+            "recorded {recorded:?}"
+        );
+        Ok(status)
+    }
+
+    /// Waits until B, the primary, has a delta refused on A because A was written since its base; then A's
+    /// head still holds what A's snapshot `own` holds.
+    async fn refused_on_a(&self, own: &str) -> Result<()> {
+        self.stack
+            .ns
+            .wait::<RbdMirrorPool>(
+                &self.name,
+                "B's delta refused on A",
+                Duration::from_secs(180),
+                |pool| {
+                    pool.status.as_ref().is_some_and(|s| {
+                        s.primary_site.as_deref() == Some(SITE_NAMES[1])
+                            && s.images.iter().any(|i| {
+                                i.last_transfer
+                                    .as_ref()
+                                    .and_then(|t| t.error.as_deref())
+                                    .is_some_and(|e| e.contains("written since"))
+                            })
+                    })
+                },
+            )
+            .await?;
+        let image = format!("{}/app", self.pool);
+        let a = &self.sites.a;
+        anyhow::ensure!(
+            a.image_checksum(&image)? == a.image_checksum(&format!("{image}@{own}"))?,
+            "A's head lost its own write"
+        );
+        Ok(())
+    }
+}
+
 /// A planned FailoverRequest on a delta-sync pool: A's last writes reach B in a final snapshot, the pool
 /// then records B as its primary, and the operator ships B's writes back to A as a delta from that
 /// snapshot (the pair shares one snapshot series). A write on A after the handover is never merged: A's
@@ -732,38 +823,15 @@ async fn an_operator_managed_transfer_survives_a_cut_link_and_a_corrupted_byte()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_planned_failover_hands_a_delta_sync_pool_over_and_the_new_primary_ships_deltas_back() -> Result<()>
 {
-    let (stack, sites, pool) = operator_and_pool_on_a("handover", 8).await?;
-    let (a, b) = (&sites.a, &sites.b);
-    // A receiver on each site, each with its own state directory.
-    let (bed_a, bed_b) = (TlsBed::new()?, TlsBed::new()?);
-    let (addr_a, _stop_a) = bed_a.serve_rbd(a, &pool).await?;
-    let (addr_b, _stop_b) = bed_b.serve_rbd(b, &pool).await?;
-    name_receiver(&stack, SITE_NAMES[0], &addr_a, &bed_a).await?;
-    name_receiver(&stack, SITE_NAMES[1], &addr_b, &bed_b).await?;
-    delta_sync_pool(
-        &stack,
-        "handover",
-        &pool,
-        SITE_NAMES[1],
-        json!({"snapshotSchedules": [{"interval": "1m"}]}),
-    )
-    .await?;
-    let image = format!("{pool}/app");
+    let bed = TwoWay::start("handover").await?;
+    let (stack, a, b) = (&bed.stack, &bed.sites.a, &bed.sites.b);
+    let image = format!("{}/app", bed.pool);
     let at = |snap: &str| format!("{image}@{snap}");
-    next_synced(&stack, "handover", "app", None).await?;
+    next_synced(stack, "handover", "app", None).await?;
 
     // Written after the last scheduled sync: only the failover's final snapshot carries it to B.
     write_blocks_and_snap(a, &image, 8, 40, "last-writes-on-a").await?;
-    let request = stack
-        .failover("to-b", "planned", SITE_NAMES[1], "handover")
-        .await?;
-    let status = request.status.context("request status")?;
-    assert_eq!(
-        status.phase,
-        api::FailoverPhase::Completed,
-        "{:?}",
-        status.conditions
-    );
+    let status = bed.fail_over_to_b("to-b", "planned").await?;
     assert!(status.steps.iter().any(|row| row.name == "final-snapshot"));
     assert_eq!(
         b.image_checksum(&image)?,
@@ -771,17 +839,9 @@ async fn a_planned_failover_hands_a_delta_sync_pool_over_and_the_new_primary_shi
         "A's last writes are on B"
     );
     let handed_over = newest_sync_snapshot(b, &image)?;
-    let recorded = stack.ns.api::<RbdMirrorPool>().get("handover").await?;
-    assert_eq!(
-        recorded
-            .annotations()
-            .get(api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION)
-            .map(String::as_str),
-        Some(SITE_NAMES[1])
-    );
 
     write_blocks_and_snap(b, &image, 8, 30, "written-on-b").await?;
-    let (back, transfer) = next_synced(&stack, "handover", "app", Some(&handed_over)).await?;
+    let (back, transfer) = next_synced(stack, "handover", "app", Some(&handed_over)).await?;
     // From a snapshot both hold (A prunes it once it holds the new one): the handed-over one, or a
     // later one of A's that reached B first.
     assert!(
@@ -800,29 +860,7 @@ async fn a_planned_failover_hands_a_delta_sync_pool_over_and_the_new_primary_shi
 
     // A written after the handover: the next delta from B is refused, not merged into A's writes.
     write_blocks_and_snap(a, &image, 8, 5, "written-on-a").await?;
-    stack
-        .ns
-        .wait::<RbdMirrorPool>(
-            "handover",
-            "the refusal reported",
-            Duration::from_secs(180),
-            |pool| {
-                pool.status.as_ref().is_some_and(|s| {
-                    s.images.iter().any(|i| {
-                        i.last_transfer
-                            .as_ref()
-                            .and_then(|t| t.error.as_deref())
-                            .is_some_and(|e| e.contains("written since"))
-                    })
-                })
-            },
-        )
-        .await?;
-    assert_eq!(
-        a.image_checksum(&image)?,
-        a.image_checksum(&at("written-on-a"))?,
-        "A's head still holds its own write"
-    );
+    bed.refused_on_a("written-on-a").await?;
     Ok(())
 }
 
@@ -832,27 +870,15 @@ async fn a_planned_failover_hands_a_delta_sync_pool_over_and_the_new_primary_shi
 /// holds writes of its own, until a person decides what to keep.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_emergency_promotes_a_delta_sync_copy_and_the_receivers_keep_the_histories_apart() -> Result<()> {
-    let (mut stack, sites, pool) = operator_and_pool_on_a("dsemerg", 8).await?;
+    let mut bed = TwoWay::start("emergency").await?;
+    let sites = bed.sites;
     let (a, b) = (&sites.a, &sites.b);
-    let (bed_a, bed_b) = (TlsBed::new()?, TlsBed::new()?);
-    let (addr_a, _stop_a) = bed_a.serve_rbd(a, &pool).await?;
-    let (addr_b, _stop_b) = bed_b.serve_rbd(b, &pool).await?;
-    name_receiver(&stack, SITE_NAMES[0], &addr_a, &bed_a).await?;
-    name_receiver(&stack, SITE_NAMES[1], &addr_b, &bed_b).await?;
-    delta_sync_pool(
-        &stack,
-        "emergency",
-        &pool,
-        SITE_NAMES[1],
-        json!({"snapshotSchedules": [{"interval": "1m"}]}),
-    )
-    .await?;
-    let image = format!("{pool}/app");
+    let image = format!("{}/app", bed.pool);
     let at = |snap: &str| format!("{image}@{snap}");
-    let (synced, _) = next_synced(&stack, "emergency", "app", None).await?;
+    let (synced, _) = next_synced(&bed.stack, "emergency", "app", None).await?;
 
     // A acknowledges a write and takes a snapshot B never receives, then its agent goes away.
-    stack.agents[0].stop().await;
+    bed.stack.agents[0].stop().await;
     write_blocks_and_snap(a, &image, 8, 20, "lost-on-a").await?;
     let unshipped = cephdr::agent::delta_sync::snapshot_name(
         SITE_NAMES[0],
@@ -861,34 +887,18 @@ async fn an_emergency_promotes_a_delta_sync_copy_and_the_receivers_keep_the_hist
     );
     a.rbd(&["snap", "create", &at(&unshipped)])?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let request = stack
-        .failover("a-lost", "emergency", SITE_NAMES[1], "emergency")
-        .await?;
-    let status = request.status.context("request status")?;
-    assert_eq!(
-        status.phase,
-        api::FailoverPhase::Completed,
-        "{:?}",
-        status.conditions
-    );
+    let status = bed.fail_over_to_b("a-lost", "emergency").await?;
     assert!(status.data_loss_window_seconds.is_some(), "{status:?}");
     assert_eq!(
         b.image_checksum(&image)?,
         a.image_checksum(&at(&synced))?,
         "B holds the last point it received, without A's later write"
     );
-    let recorded = stack.ns.api::<RbdMirrorPool>().get("emergency").await?;
-    assert_eq!(
-        recorded
-            .annotations()
-            .get(api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION)
-            .map(String::as_str),
-        Some(SITE_NAMES[1])
-    );
 
     // A's transfer of that snapshot, as a stale A would retry it: B went on without it.
-    let refused = bed_b
-        .sender(a, &addr_b, "sync-token-1")
+    let refused = bed
+        .bed_b
+        .sender(a, &bed.addr_b, "sync-token-1")
         .send(&image, Some(&synced), &unshipped)
         .await;
     let Err(SendError::Sync(SyncError::Rejected { reason, .. })) = refused else {
@@ -897,31 +907,8 @@ async fn an_emergency_promotes_a_delta_sync_copy_and_the_receivers_keep_the_hist
     assert!(reason.contains("went on without this sender"), "{reason}");
 
     // A's agent is back; B's next delta is refused on A, which holds writes of its own.
-    stack.agents[0].restart().await?;
-    stack
-        .ns
-        .wait::<RbdMirrorPool>(
-            "emergency",
-            "B's delta refused on A",
-            Duration::from_secs(180),
-            |pool| {
-                pool.status.as_ref().is_some_and(|s| {
-                    s.primary_site.as_deref() == Some(SITE_NAMES[1])
-                        && s.images.iter().any(|i| {
-                            i.last_transfer
-                                .as_ref()
-                                .and_then(|t| t.error.as_deref())
-                                .is_some_and(|e| e.contains("written since"))
-                        })
-                })
-            },
-        )
-        .await?;
-    assert_eq!(
-        a.image_checksum(&image)?,
-        a.image_checksum(&at("lost-on-a"))?,
-        "A keeps its own write for a person to recover"
-    );
+    bed.stack.agents[0].restart().await?;
+    bed.refused_on_a("lost-on-a").await?;
     Ok(())
 }
 

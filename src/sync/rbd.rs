@@ -76,18 +76,7 @@ impl RbdCli {
 
     /// The newest snapshot of the image in the sync snapshot series `series`.
     async fn newest_sync_snapshot(&self, image: &str, series: &str) -> Result<Option<String>, TargetError> {
-        let args = ["snap", "ls", image, "--format", "json"];
-        let mut command = self.command(&args);
-        command.stdout(Stdio::piped());
-        let out = command.output().await?;
-        if !out.status.success() {
-            return Err(failed(&args, &out.status, &out.stderr));
-        }
-        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| {
-            TargetError::Io(std::io::Error::other(format!(
-                "rbd snap ls printed no JSON list: {e}"
-            )))
-        })?;
+        let listed = self.json_list(&["snap", "ls", image, "--format", "json"]).await?;
         Ok(listed
             .iter()
             .filter_map(|snap| snap["name"].as_str())
@@ -98,19 +87,26 @@ impl RbdCli {
 
     /// Whether the image's head differs from its snapshot `snap` (`rbd diff --from-snap` lists anything).
     pub async fn changed_since(&self, image: &str, snap: &str) -> Result<bool, TargetError> {
-        let args = ["diff", "--from-snap", snap, image, "--format", "json"];
-        let mut command = self.command(&args);
+        let extents = self
+            .json_list(&["diff", "--from-snap", snap, image, "--format", "json"])
+            .await?;
+        Ok(!extents.is_empty())
+    }
+
+    /// Runs `rbd args...`, which prints a JSON list.
+    async fn json_list(&self, args: &[&str]) -> Result<Vec<serde_json::Value>, TargetError> {
+        let mut command = self.command(args);
         command.stdout(Stdio::piped());
         let out = command.output().await?;
         if !out.status.success() {
-            return Err(failed(&args, &out.status, &out.stderr));
+            return Err(failed(args, &out.status, &out.stderr));
         }
-        let extents: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).map_err(|e| {
+        serde_json::from_slice(&out.stdout).map_err(|e| {
             TargetError::Io(std::io::Error::other(format!(
-                "rbd diff printed no JSON list: {e}"
+                "rbd {} printed no JSON list: {e}",
+                args[..2].join(" ")
             )))
-        })?;
-        Ok(!extents.is_empty())
+        })
     }
 
     /// Starts `rbd export-diff [--from-snap FROM] IMAGE@TO -` and reads its stream.

@@ -11,6 +11,7 @@ use super::{
 use crate::api::{
     conditions::{self, reason as common_reason},
     failover_request::{FailoverAction, FailoverPhase, FailoverRequestStatus, StepState},
+    rbd_mirror_pool::ReplicationEngine,
 };
 
 const REQUEUE_AFTER_STEPS: Duration = Duration::from_secs(2);
@@ -243,12 +244,30 @@ fn resync_required(ctx: &Ctx, ledger: &Ledger) -> Option<String> {
             }
         }
     }
-    (!pools.is_empty()).then(|| {
-        format!(
-            "images of pool(s) {} were force-promoted on site {}: the other site's copies must be resynced; \
-             create a failback FailoverRequest once it is back",
-            pools.join(", "),
-            ctx.target()
-        )
-    })
+    let delta_sync = |pool: &&str| {
+        ctx.observed
+            .pools
+            .iter()
+            .any(|p| p.spec.pool == *pool && p.spec.engine == ReplicationEngine::DeltaSync)
+    };
+    let (copied, mirrored): (Vec<&str>, Vec<&str>) = pools.into_iter().partition(delta_sync);
+    let target = ctx.target();
+    let mut parts = Vec::new();
+    if !mirrored.is_empty() {
+        parts.push(format!(
+            "images of pool(s) {} were force-promoted on site {target}: the other site's copies must be \
+             resynced; create a failback FailoverRequest once it is back",
+            mirrored.join(", ")
+        ));
+    }
+    if !copied.is_empty() {
+        parts.push(format!(
+            "delta-sync pool(s) {} were promoted on site {target}: once the other site is back, its receiver \
+             refuses deltas onto images written after the last point it shipped; roll those back to the \
+             newest sync snapshot both sites hold (rbd snap rollback) to resume (failback of delta-sync \
+             pools is not built)",
+            copied.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }

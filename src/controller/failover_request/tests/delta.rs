@@ -359,7 +359,9 @@ fn an_emergency_promotes_the_copy_from_its_newest_point_on_the_target_alone_then
     model.round(&spec, &mut status);
     assert_eq!(status.phase, FailoverPhase::Completed, "{:?}", status.conditions);
     assert_eq!(model.primary, B);
-    assert!(conditions::is_true(&status.conditions, RESYNC_REQUIRED));
+    let resync = conditions::find(&status.conditions, RESYNC_REQUIRED).unwrap();
+    assert_eq!(resync.status, "True");
+    assert!(resync.message.contains("rbd snap rollback"), "{}", resync.message);
 }
 
 #[test]
