@@ -80,6 +80,13 @@ impl SyncImage {
     pub fn has_snapshot(&self, snap: &str) -> bool {
         self.snapshots.iter().any(|s| s == snap)
     }
+
+    /// The image's sync snapshots of `series`, oldest first.
+    pub fn snapshots_of<'a>(&'a self, series: &'a str) -> impl DoubleEndedIterator<Item = &'a String> {
+        self.snapshots
+            .iter()
+            .filter(move |snap| is_snapshot_for(snap, series))
+    }
 }
 
 /// One shipment of an image's delta between two sync snapshots.

@@ -1,11 +1,9 @@
 //! `RbdMirrorPool`: one RBD pool mirrored between two sites.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-use kube::ResourceExt;
 
 use super::common::DeletionPolicy;
 pub use crate::sync::frame::ChecksumKind;

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     agent::{
-        delta_sync::{is_snapshot_for, series, snapshot_name, snapshot_time},
+        delta_sync::{series, snapshot_name, snapshot_time},
         Step, SyncImage, SyncPool,
     },
     api::{conditions::reason, failover_request::FailoverAction},
@@ -120,7 +120,12 @@ fn check_lag(
     pair: &str,
 ) -> Result<(), Failure> {
     let target = ctx.target();
-    let common = copy.and_then(|copy| snapshots(source, pair).rev().find(|snap| copy.has_snapshot(snap)));
+    let common = copy.and_then(|copy| {
+        source
+            .snapshots_of(pair)
+            .rev()
+            .find(|snap| copy.has_snapshot(snap))
+    });
     let Some(common) = common else {
         return Err(Failure::new(
             reason::BEHIND,
@@ -293,22 +298,10 @@ fn answered<'a>(pool: &'a ObservedPool, site: &str) -> Result<&'a SyncPool, Fail
 }
 
 /// The newest sync snapshot of `pair` the site holds of the image.
-fn newest<'a>(pool: &'a SyncPool, image: &str, pair: &str) -> Option<&'a String> {
-    find(pool, image)?
-        .snapshots
-        .iter()
-        .rev()
-        .find(|snap| is_snapshot_for(snap, pair))
+fn newest<'a>(pool: &'a SyncPool, image: &str, pair: &'a str) -> Option<&'a String> {
+    find(pool, image)?.snapshots_of(pair).next_back()
 }
 
 fn find<'a>(pool: &'a SyncPool, image: &str) -> Option<&'a SyncImage> {
     pool.images.iter().find(|i| i.name == image)
-}
-
-/// The image's sync snapshots of `pair`, oldest first.
-fn snapshots<'a>(image: &'a SyncImage, pair: &'a str) -> impl DoubleEndedIterator<Item = &'a String> {
-    image
-        .snapshots
-        .iter()
-        .filter(move |snap| is_snapshot_for(snap, pair))
 }

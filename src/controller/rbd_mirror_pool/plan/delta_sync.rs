@@ -180,8 +180,10 @@ impl ImagePlanner<'_> {
         target: Option<&SyncImage>,
         copy_pool_ready: bool,
     ) -> ImageStatus {
-        let ours = snapshots_of(source, self.series);
-        let theirs = target.map(|t| snapshots_of(t, self.series)).unwrap_or_default();
+        let ours: Vec<&String> = source.snapshots_of(self.series).collect();
+        let theirs: Vec<&String> = target
+            .map(|t| t.snapshots_of(self.series).collect())
+            .unwrap_or_default();
         let common = ours.iter().rev().find(|snap| theirs.contains(snap)).copied();
         let newest = ours.last().copied();
         let transfer = transfer_of(source, self.series);
@@ -317,15 +319,6 @@ impl ImagePlanner<'_> {
             }
         }
     }
-}
-
-/// The image's snapshots of `series`, oldest first.
-fn snapshots_of<'i>(image: &'i SyncImage, series: &str) -> Vec<&'i String> {
-    image
-        .snapshots
-        .iter()
-        .filter(|snap| is_snapshot_for(snap, series))
-        .collect()
 }
 
 /// The primary agent's newest transfer of the image in `series`.
