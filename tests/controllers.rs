@@ -250,3 +250,38 @@ async fn two_master_zones_in_one_zonegroup_are_refused_with_a_condition() -> Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_delta_sync_pool_whose_primary_annotation_names_an_unknown_site_says_so_and_touches_nothing(
+) -> Result<()> {
+    let bed = Bed::start("controllers").await?;
+    let mut manifest = pool_manifest("typo", "one-way", "Delete");
+    manifest["spec"]["engine"] = "delta-sync".into();
+    manifest["metadata"]["annotations"] =
+        serde_json::json!({api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION: "site-c"});
+    bed.create::<RbdMirrorPool>(manifest).await?;
+    let pool = bed
+        .wait::<RbdMirrorPool>("typo", "refused", Duration::from_secs(20), |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.reason == conditions::reason::INVALID_SPEC)
+            })
+        })
+        .await?;
+    let ready = pool
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == conditions::READY)
+        .context("Ready")?;
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, conditions::reason::INVALID_SPEC);
+    assert!(ready.message.contains("site-c"), "{}", ready.message);
+    assert!(
+        !bed.b.rbd_pool("typo").await?.exists,
+        "nothing is created on the copy site while the primary is unknown"
+    );
+    Ok(())
+}

@@ -302,6 +302,17 @@ impl RbdMirrorPoolSpec {
     pub fn other_site(&self, site: &str) -> Option<&str> {
         self.sites.iter().map(|s| s.site.as_str()).find(|s| *s != site)
     }
+
+    /// The site with `role: primary` and the other one; `Err` says why the spec names no such pair.
+    pub fn primary_and_other(&self) -> Result<(&str, &str), String> {
+        let primary = self
+            .site_with_role(SiteRole::Primary)
+            .ok_or("exactly one site must have role: primary")?;
+        Ok((
+            primary,
+            self.other_site(primary).ok_or("the two sites must differ")?,
+        ))
+    }
 }
 
 /// Annotation on a delta-sync `RbdMirrorPool`: the site its images are primary on now, set by a
@@ -321,10 +332,7 @@ impl RbdMirrorPool {
                     "annotation {PRIMARY_SITE_ANNOTATION} names site {site}, which is not one of the pool's sites"
                 ))
             }
-            None => self
-                .spec
-                .site_with_role(SiteRole::Primary)
-                .ok_or("exactly one site must have role: primary")?,
+            None => return self.spec.primary_and_other(),
         };
         let copy = self.spec.other_site(primary).ok_or("the two sites must differ")?;
         Ok((primary, copy))

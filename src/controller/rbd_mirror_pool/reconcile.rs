@@ -120,7 +120,18 @@ async fn converge_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool
         let Some(current) = api.get_opt(&pool.name_any()).await? else {
             return Ok(Action::await_change());
         };
-        let observed = observe_delta_sync(&current, ctx, deleting).await?;
+        let sites = match current.delta_sync_sites() {
+            Ok(sites) => sites,
+            // Cleanup reaches both sites whichever one is primary, so a bad annotation need not block it.
+            Err(_) if deleting => current.spec.primary_and_other().map_err(Error::InvalidSpec)?,
+            Err(message) => {
+                break (
+                    delta_sync::invalid_primary(current.status.as_ref(), &message),
+                    Ok(()),
+                )
+            }
+        };
+        let observed = observe_delta_sync(&current, sites, ctx, deleting).await?;
         let mut pool_plan = delta_sync::plan(&current.spec, &observed, Timestamp::now());
         if pool_plan.plan.steps.is_empty() {
             break (pool_plan, Ok(()));
@@ -134,9 +145,14 @@ async fn converge_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool
     finish(pool, ctx, deleting, &pool_plan, outcome).await
 }
 
-async fn observe_delta_sync(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<DeltaObserved> {
+/// Reads both sites of a delta-sync pool: `(primary, copy)`.
+async fn observe_delta_sync(
+    pool: &RbdMirrorPool,
+    (primary, copy): (&str, &str),
+    ctx: &Context,
+    deleting: bool,
+) -> Result<DeltaObserved> {
     let namespace = pool.namespace().unwrap_or_default();
-    let (primary, copy) = pool.delta_sync_sites().map_err(Error::InvalidSpec)?;
     let sync_pool = |agent: Arc<dyn ClusterAgent>| async move { agent.sync_pool(&pool.spec.pool).await };
     let (_, primary_state) = ctx.read_site(&namespace, primary, sync_pool).await?;
     let (copy_site, copy_state) = ctx.read_site(&namespace, copy, sync_pool).await?;

@@ -127,6 +127,18 @@ pub fn plan(spec: &RbdMirrorPoolSpec, observed: &DeltaObserved, now: Timestamp) 
     PoolPlan::new(steps, conditions, requeue, status)
 }
 
+/// The pool names no valid primary (its annotation names a site it does not have): nothing is touched,
+/// and the pool keeps the image status it last reported until a person corrects it.
+pub fn invalid_primary(previous: Option<&RbdMirrorPoolStatus>, message: &str) -> PoolPlan {
+    let conditions = conditions::invalid_spec(message);
+    PoolPlan::new(
+        vec![],
+        conditions,
+        REQUEUE_CONVERGED,
+        previous.cloned().unwrap_or_default(),
+    )
+}
+
 fn observe<'a>(site: &'a ObservedSyncSite, unreachable: &mut Vec<String>) -> Option<&'a SyncPool> {
     match &site.pool {
         Ok(pool) => Some(pool),
