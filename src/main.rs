@@ -1,6 +1,6 @@
 use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use cephdr::{
     agent::{
         backup::BackupStoreAgent,
@@ -16,6 +16,7 @@ use cephdr::{
         frame::{ChecksumKind, FrameOptions},
         rbd::RbdCli,
         sidecar::{backup_store, Destination, Receiver, Sender},
+        store::offsite::{Offsite, S3Location},
         transport::SyncListener,
     },
 };
@@ -137,6 +138,13 @@ enum SyncCommand {
         /// Keep transfers as backups under this directory (`<dir>/<pool>/<image>`) instead.
         #[arg(long, conflicts_with = "pools")]
         backup_dir: Option<PathBuf>,
+        /// With --backup-dir: copy the backups to this S3 bucket too.
+        #[command(flatten)]
+        s3: S3Args,
+        /// How often every backup is checked against the bucket (each is also copied right after its
+        /// transfer).
+        #[arg(long, default_value_t = 30)]
+        offsite_interval_seconds: u64,
         /// Checkpoints of transfers into images.
         #[arg(long, default_value = "/var/lib/cephdr/sync", env = "CEPHDR_SYNC_STATE")]
         state_dir: PathBuf,
@@ -183,10 +191,12 @@ enum SyncCommand {
         #[command(flatten)]
         ceph: CephArgs,
     },
-    /// Write the raw image of one backed-up snapshot to a file.
+    /// Write the raw image of one backed-up snapshot to a file, from a backup directory or its S3 copy.
     Restore {
-        #[arg(long)]
-        backup_dir: PathBuf,
+        #[arg(long, required_unless_present = "s3_bucket", conflicts_with = "s3_bucket")]
+        backup_dir: Option<PathBuf>,
+        #[command(flatten)]
+        s3: S3Args,
         /// `pool/image`.
         #[arg(long)]
         image: String,
@@ -205,6 +215,47 @@ enum SyncCommand {
         #[arg(long)]
         keep: usize,
     },
+}
+
+/// An S3 bucket holding an offsite copy of backup stores. The keys come from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (in a pod, from a Secret), never from flags.
+#[derive(clap::Args)]
+struct S3Args {
+    /// S3 endpoint URL, e.g. `https://s3.example.com`; requests are path-style.
+    #[arg(long, env = "CEPHDR_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "CEPHDR_S3_BUCKET", requires = "s3_endpoint")]
+    s3_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "CEPHDR_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+    #[arg(long, env = "CEPHDR_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+}
+
+impl S3Args {
+    fn offsite(self) -> Result<Option<Offsite>> {
+        let (Some(endpoint), Some(bucket)) = (self.s3_endpoint, self.s3_bucket) else {
+            return Ok(None);
+        };
+        let key = |name: &str| {
+            std::env::var(name)
+                .map(Sensitive)
+                .with_context(|| format!("an S3 bucket needs its key in the environment variable {name}"))
+        };
+        let location = S3Location {
+            endpoint,
+            region: self.s3_region,
+            bucket,
+            prefix: self.s3_prefix,
+        };
+        let offsite = Offsite::new(
+            location,
+            &key("AWS_ACCESS_KEY_ID")?,
+            &key("AWS_SECRET_ACCESS_KEY")?,
+        )?;
+        Ok(Some(offsite))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -349,12 +400,22 @@ async fn run_sync(command: SyncCommand) -> Result<()> {
             token_file,
             pools,
             backup_dir,
+            s3,
+            offsite_interval_seconds,
             state_dir,
             commit_every_mib,
             ceph,
         } => {
+            let offsite = s3.offsite()?;
             let destination = match backup_dir {
-                Some(dir) => Destination::Backup { dir },
+                Some(dir) => {
+                    if let Some(offsite) = &offsite {
+                        let interval = Duration::from_secs(offsite_interval_seconds.max(1));
+                        tokio::spawn(offsite.clone().run(dir.clone(), interval));
+                    }
+                    Destination::Backup { dir, offsite }
+                }
+                None if offsite.is_some() => bail!("an S3 bucket keeps backups: give --backup-dir too"),
                 None => Destination::Rbd {
                     rbd: ceph.rbd(),
                     pools,
@@ -422,14 +483,29 @@ async fn run_sync(command: SyncCommand) -> Result<()> {
         }
         SyncCommand::Restore {
             backup_dir,
+            s3,
             image,
             snap,
             out,
         } => {
-            backup_store(&backup_dir, &image)
-                .await?
-                .restore(&snap, &out)
-                .await?;
+            match (backup_dir, s3.offsite()?) {
+                (Some(dir), _) => backup_store(&dir, &image).await?.restore(&snap, &out).await?,
+                (None, Some(offsite)) => {
+                    // The chain is fetched beside the output (images are large), checked and replayed.
+                    let fetched = PathBuf::from(format!("{}.fetch", out.display()));
+                    let restored = async {
+                        offsite
+                            .fetch(&image, &snap, &fetched)
+                            .await?
+                            .restore(&snap, &out)
+                            .await
+                    }
+                    .await;
+                    tokio::fs::remove_dir_all(&fetched).await.ok();
+                    restored?;
+                }
+                (None, None) => bail!("give --backup-dir or an S3 bucket"),
+            }
             println!("{image}@{snap} restored to {}", out.display());
         }
         SyncCommand::Retain {

@@ -504,3 +504,44 @@ async fn kubectl_runs_it_as_the_plugin_kubectl_cephdr() -> Result<()> {
     assert!(plugins.stdout.contains("kubectl-cephdr"), "{}", plugins.stdout);
     Ok(())
 }
+
+#[tokio::test]
+async fn sync_restore_needs_a_source_and_names_a_missing_s3_key_or_an_unreachable_bucket() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("db.img");
+    let restore = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cephdr"));
+        command
+            .args(["sync", "restore", "--image", "rbd/db", "--snap", "s1", "--out"])
+            .arg(&out)
+            .args(extra)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        command
+    };
+    let no_source = run(restore(&[])).await?;
+    assert_eq!(no_source.code, Some(2), "{}", no_source.stderr);
+    assert!(no_source.stderr.contains("--backup-dir"), "{}", no_source.stderr);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let endpoint = format!("http://{closed}");
+    let s3 = ["--s3-endpoint", &endpoint, "--s3-bucket", "vault"];
+    let no_key = run(restore(&s3)).await?;
+    assert_eq!(no_key.code, Some(1), "{}", no_key.stderr);
+    assert!(no_key.stderr.contains("AWS_ACCESS_KEY_ID"), "{}", no_key.stderr);
+
+    let mut unreachable = restore(&s3);
+    unreachable
+        .env("AWS_ACCESS_KEY_ID", "key")
+        .env("AWS_SECRET_ACCESS_KEY", "secret");
+    let unreachable = run(unreachable).await?;
+    assert_eq!(unreachable.code, Some(1), "{}", unreachable.stderr);
+    assert!(
+        unreachable.stderr.contains("download /rbd/db/manifest.json"),
+        "{}",
+        unreachable.stderr
+    );
+    assert!(!unreachable.stderr.contains("secret"), "{}", unreachable.stderr);
+    assert!(!out.exists(), "nothing is written when nothing could be fetched");
+    Ok(())
+}

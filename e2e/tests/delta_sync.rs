@@ -6,7 +6,8 @@
 //! delta onto a copy that was written since its base. Under
 //! the operator, an `RbdMirrorPool` with `engine: delta-sync` copies a pool to B's receiver on its
 //! schedule: the whole image first, then only what changed, and prunes the snapshots it no longer needs;
-//! with a backup store as the copy site, the store keeps the newest points and each restores to A's data;
+//! with a backup store as the copy site, the store keeps the newest points and each restores to A's data,
+//! from the directory and from its offsite copy in an S3 bucket on RGW;
 //! a transfer whose link is cut, then corrupted, resumes from the receiver's checkpoint. A planned
 //! FailoverRequest hands such a pool over to B after a final snapshot, and B then ships deltas back.
 
@@ -30,7 +31,10 @@ use cephdr::{
         rbd::{RbdCli, RbdImage},
         session::{receive, send, SendReport, SyncError},
         sidecar::{backup_store, Destination, Receiver, SendError, Sender},
-        store::DirectoryStore,
+        store::{
+            offsite::{self, Offsite, S3Location},
+            DirectoryStore,
+        },
         transport::{SyncListener, TransportError},
     },
 };
@@ -428,7 +432,11 @@ async fn sync_sidecars_replicate_over_one_tls_port_and_refuse_what_they_must() -
 
     // The same port into a backup directory instead: the restore equals the snapshot.
     let backups = bed.dir.path().join("backups");
-    let (vault, _stop) = bed.serve(Destination::Backup { dir: backups.clone() }).await?;
+    let destination = Destination::Backup {
+        dir: backups.clone(),
+        offsite: None,
+    };
+    let (vault, _stop) = bed.serve(destination).await?;
     let to_vault = bed.sender(a, &vault, "sync-token-1");
     to_vault.send(&image, None, "s1").await?;
     to_vault.send(&image, Some("s1"), "s2").await?;
@@ -622,10 +630,17 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
     let (stack, sites, pool) = operator_and_pool_on_a("backup", 8).await?;
     let a = &sites.a;
 
-    // The vault: a store directory, filled by a receiver and served to the operator by an agent.
+    // The vault: a store directory, filled by a receiver that copies it to a bucket on B's RGW, and
+    // served to the operator by an agent.
     let bed = TlsBed::new()?;
     let store = bed.dir.path().join("vault");
-    let (addr, _stop) = bed.serve(Destination::Backup { dir: store.clone() }).await?;
+    let (offsite, bucket) = offsite_bucket(&sites.b).await?;
+    let destination = Destination::Backup {
+        dir: store.clone(),
+        offsite: Some(offsite.clone()),
+    };
+    let (addr, _stop) = bed.serve(destination).await?;
+    tokio::spawn(offsite.clone().run(store.clone(), Duration::from_secs(2)));
     let ca = Ca::new("vault agent CA")?;
     let token = random_hex(32)?;
     let backend = Arc::new(BackupStoreAgent::new("vault", &store));
@@ -672,6 +687,48 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
             "{snap} restores"
         );
     }
+
+    // The bucket holds the same two points and nothing else: the folded-away files were deleted there too.
+    let local_files = |held: Vec<cephdr::sync::store::Point>| {
+        let mut files: Vec<String> = held.into_iter().map(|p| p.file).collect();
+        files.push("manifest.json".into());
+        files.sort();
+        files
+    };
+    let expected = local_files(store_of.points().await?);
+    let prefix = format!("vault/{image}/");
+    wait_until("the bucket holds exactly the store's files", || {
+        let listed = futures::executor::block_on(bucket.list(prefix.clone(), None))?;
+        let mut keys: Vec<String> = listed
+            .into_iter()
+            .flat_map(|page| page.contents)
+            .map(|object| object.key.trim_start_matches(&prefix).to_string())
+            .collect();
+        keys.sort();
+        Ok((keys == expected).then_some(()))
+    })
+    .await?;
+    let report = offsite::last_report(&store)
+        .await?
+        .context("an offsite pass ran")?;
+    assert_eq!(
+        (report.error, report.behind.len()),
+        (None, 0),
+        "the copy is not behind"
+    );
+    // The bucket alone restores every point it keeps, checked against each file's BLAKE3.
+    for (snap, checksum) in &points[1..] {
+        let fetched = offsite
+            .fetch(&image, snap, &bed.dir.path().join(format!("{snap}.fetched")))
+            .await?;
+        let out = bed.dir.path().join(format!("{snap}.from-s3.img"));
+        fetched.restore(snap, &out).await?;
+        assert_eq!(
+            &blake3::hash(&std::fs::read(&out)?).to_hex().to_string(),
+            checksum,
+            "{snap} restores from the bucket"
+        );
+    }
     let site = stack.ns.api::<api::CephSite>().get("vault").await?;
     let status = site.status.context("vault status")?;
     assert!(
@@ -679,6 +736,46 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
         "{status:?}"
     );
     Ok(())
+}
+
+/// A bucket on `site`'s RGW for offsite copies under the prefix `vault`, with a user of its own: the
+/// receiver's [`Offsite`] and the test's own client of the bucket.
+async fn offsite_bucket(site: &'static CephSite) -> Result<(Offsite, Box<s3::Bucket>)> {
+    let endpoint = tokio::task::spawn_blocking(move || site.start_rgw(None)).await??;
+    let uid = unique_name("vault");
+    let user: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
+        "user",
+        "create",
+        &format!("--uid={uid}"),
+        "--display-name=cephdr offsite copies",
+    ])?)?;
+    let key = |name: &str| {
+        user["keys"][0][name]
+            .as_str()
+            .map(|key| Sensitive(key.to_string()))
+            .context("the new user's keys")
+    };
+    let (access, secret) = (key("access_key")?, key("secret_key")?);
+    let location = S3Location {
+        endpoint: endpoint.clone(),
+        region: "default".into(),
+        bucket: unique_name("offsite"),
+        prefix: "vault".into(),
+    };
+    let credentials = s3::creds::Credentials::new(Some(&access.0), Some(&secret.0), None, None, None)?;
+    let region = s3::Region::Custom {
+        region: location.region.clone(),
+        endpoint,
+    };
+    let bucket = s3::Bucket::create_with_path_style(
+        &location.bucket,
+        region,
+        credentials,
+        s3::BucketConfiguration::default(),
+    )
+    .await?
+    .bucket;
+    Ok((Offsite::new(location, &access, &secret)?, bucket))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ use super::{
     AgentError, AgentResult, ClusterAgent, ClusterInfo, ImageChecksum, RbdPoolState, RgwRealmState,
     Sensitive, Step, SyncGroup, SyncImage, SyncPool, ZoneSync,
 };
-use crate::sync::{session::TargetError, sidecar::backup_store};
+use crate::sync::{session::TargetError, sidecar::backup_store, store::offsite};
 
 pub struct BackupStoreAgent {
     site: String,
@@ -117,11 +117,32 @@ impl ClusterAgent for BackupStoreAgent {
         tokio::fs::create_dir_all(&self.dir)
             .await
             .map_err(|e| self.failed(&format!("open {}", self.dir.display()), e))?;
+        // The receiver's last pass over the store's offsite copy, if it keeps one.
+        let offsite = offsite::last_report(&self.dir)
+            .await
+            .map_err(|e| self.failed("read the offsite copy's report", e))?;
+        let checks: Vec<String> = offsite
+            .into_iter()
+            .filter(|report| report.error.is_some() || !report.behind.is_empty())
+            .map(|report| {
+                let why = report.error.unwrap_or_default();
+                let images = report.behind.len();
+                format!(
+                    "OFFSITE_COPY_BEHIND: {images} image(s) not yet in {}: {why}",
+                    report.target
+                )
+            })
+            .collect();
         Ok(ClusterInfo {
             fsid: format!("backup-store:{}", self.dir.display()),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            health: "HEALTH_OK".into(),
-            checks: Vec::new(),
+            health: if checks.is_empty() {
+                "HEALTH_OK"
+            } else {
+                "HEALTH_WARN"
+            }
+            .into(),
+            checks,
             backup_store: true,
         })
     }
@@ -265,9 +286,34 @@ mod tests {
 
         let info = agent.cluster_info().await.unwrap();
         assert!(info.backup_store);
+        assert_eq!((info.health.as_str(), info.checks.len()), ("HEALTH_OK", 0));
         assert!(matches!(
             agent.rbd_pool("rbd").await,
             Err(AgentError::Refused { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_offsite_copy_that_fell_behind_is_a_health_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = offsite::OffsiteReport {
+            target: "s3://vault/".into(),
+            behind: vec!["rbd/db".into()],
+            error: Some("rbd/db: upload /rbd/db/000001-s1.diff: 403".into()),
+        };
+        std::fs::write(
+            dir.path().join(offsite::REPORT),
+            serde_json::to_vec(&report).unwrap(),
+        )
+        .unwrap();
+        let info = BackupStoreAgent::new("vault", dir.path())
+            .cluster_info()
+            .await
+            .unwrap();
+        assert_eq!(info.health, "HEALTH_WARN");
+        assert_eq!(
+            info.checks,
+            ["OFFSITE_COPY_BEHIND: 1 image(s) not yet in s3://vault/: rbd/db: upload /rbd/db/000001-s1.diff: 403"]
+        );
     }
 }

@@ -105,6 +105,13 @@ pub enum TargetError {
         #[source]
         source: DiffError,
     },
+    #[error("offsite copy: {action} {key}")]
+    Offsite {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: s3::error::S3Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use super::{
     frame::{Chunk, FrameOptions},
     rbd::{RbdCli, RbdImage},
     session::{receive_with, send, SendReport, SyncError, Target, TargetError},
-    store::DirectoryStore,
+    store::{offsite::Offsite, DirectoryStore},
     transport::{connect, SyncListener, TransportError},
 };
 use crate::{agent::Sensitive, error_chain};
@@ -28,8 +28,8 @@ use crate::{agent::Sensitive, error_chain};
 pub enum Destination {
     /// The image of the same `pool/name` on the local cluster, in one of `pools` only.
     Rbd { rbd: RbdCli, pools: Vec<String> },
-    /// A backup store per image, in `<dir>/<pool>/<name>`.
-    Backup { dir: PathBuf },
+    /// A backup store per image, in `<dir>/<pool>/<name>`, published to `offsite` after each transfer.
+    Backup { dir: PathBuf, offsite: Option<Offsite> },
 }
 
 pub struct Receiver {
@@ -75,11 +75,31 @@ impl Receiver {
                 let chosen = |transfer| receiver.choose(transfer);
                 match receive_with(stream, receiver.commit_every, chosen).await {
                     Ok(c) => {
-                        info!(%peer, image = c.transfer.image, to_snap = c.transfer.to_snap, chunks = c.next_seq, "transfer applied")
+                        info!(%peer, image = c.transfer.image, to_snap = c.transfer.to_snap, chunks = c.next_seq, "transfer applied");
+                        receiver.publish(&c.transfer.image).await;
                     }
                     Err(error) => warn!(%peer, error = %error_chain(&error), "transfer failed"),
                 }
             });
+        }
+    }
+
+    /// Copies a backup just received offsite; one that fails is left to the periodic pass
+    /// ([`Offsite::run`]), which reports it.
+    async fn publish(&self, image: &str) {
+        let Destination::Backup {
+            dir,
+            offsite: Some(offsite),
+        } = &self.destination
+        else {
+            return;
+        };
+        let published = match backup_store(dir, image).await {
+            Ok(store) => offsite.publish(&store, image).await.map_err(SyncError::from),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = published {
+            warn!(image, error = %error_chain(&error), "offsite copy is behind; the next pass retries");
         }
     }
 
@@ -102,7 +122,7 @@ impl Receiver {
                 let target = RbdImage::new(rbd.clone(), image.clone());
                 (Box::new(target), dir.join(format!("{name}.checkpoint.json")))
             }
-            Destination::Backup { dir } => {
+            Destination::Backup { dir, .. } => {
                 let store = backup_store(dir, &image).await?;
                 (Box::new(store.target()), store.checkpoint_path())
             }

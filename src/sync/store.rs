@@ -48,7 +48,7 @@ pub struct Point {
     pub blake3: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Manifest {
     points: Vec<Point>,
 }
@@ -92,16 +92,8 @@ impl DirectoryStore {
     /// The diff files that rebuild `snap`, full first, each checked against its BLAKE3.
     pub async fn chain(&self, snap: &str) -> Result<Vec<PathBuf>, TargetError> {
         let points = self.points().await?;
-        let end = points
-            .iter()
-            .position(|p| p.snap == snap)
-            .ok_or_else(|| TargetError::NoSuchPoint(snap.to_string()))?;
-        let start = points[..=end]
-            .iter()
-            .rposition(|p| p.from_snap.is_none())
-            .ok_or_else(|| TargetError::NoSuchPoint(snap.to_string()))?;
         let mut files = Vec::new();
-        for point in &points[start..=end] {
+        for point in chain_of(&points, snap)? {
             let path = self.root.join(&point.file);
             if hash_file(&path).await? != point.blake3 {
                 return Err(TargetError::HashMismatch {
@@ -221,6 +213,19 @@ impl DirectoryStore {
             position: 0,
         }
     }
+}
+
+/// The points whose diffs rebuild `snap`: from the newest full before it, up to it.
+fn chain_of<'a>(points: &'a [Point], snap: &str) -> Result<&'a [Point], TargetError> {
+    let end = points
+        .iter()
+        .position(|p| p.snap == snap)
+        .ok_or_else(|| TargetError::NoSuchPoint(snap.to_string()))?;
+    let start = points[..=end]
+        .iter()
+        .rposition(|p| p.from_snap.is_none())
+        .ok_or_else(|| TargetError::NoSuchPoint(snap.to_string()))?;
+    Ok(&points[start..=end])
 }
 
 /// Reads until `buf` is full or the file ends.
@@ -397,5 +402,6 @@ impl Target for StoreTarget {
     }
 }
 
+pub mod offsite;
 #[cfg(test)]
 mod tests;

@@ -191,3 +191,42 @@ async fn a_damaged_backup_file_is_refused_before_it_is_replayed() {
         .unwrap_err();
     assert!(matches!(err, TargetError::HashMismatch { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_offsite_copy_that_cannot_reach_its_bucket_reports_each_image_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirectoryStore::open(dir.path().join("rbd/img")).await.unwrap();
+    let records = changes(7, 4096);
+    assert!(
+        backup(&store, &diff(None, "s1", &records), None)
+            .await
+            .unwrap()
+            .complete
+    );
+    // A port nothing listens on: every request is refused at connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let location = offsite::S3Location {
+        endpoint: format!("http://{closed}"),
+        region: "default".into(),
+        bucket: "vault".into(),
+        prefix: "copies".into(),
+    };
+    let key = crate::agent::Sensitive("key".to_string());
+    let offsite = offsite::Offsite::new(location, &key, &key).unwrap();
+    let report = offsite.publish_all(dir.path()).await;
+    assert_eq!(report.target, "s3://vault/copies");
+    assert_eq!(report.behind, ["rbd/img"]);
+    let error = report.error.clone().unwrap();
+    assert!(
+        error.starts_with("rbd/img: offsite copy: upload /copies/rbd/img/000001-s1.diff"),
+        "{error}"
+    );
+    assert_eq!(offsite::last_report(dir.path()).await.unwrap(), Some(report));
+    assert!(
+        !dir.path().join("rbd/img/published.json").exists(),
+        "nothing is recorded as published"
+    );
+}
