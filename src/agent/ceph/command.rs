@@ -24,6 +24,7 @@ pub(super) const ENOENT: i32 = 2;
 pub(super) const EACCES: i32 = 13;
 pub(super) const EEXIST: i32 = 17;
 const ETIMEDOUT: i32 = 110;
+const EAGAIN: i32 = 11;
 
 /// What the CLIs print when they cannot reach the monitors: `rbd` (which exits with ETIMEDOUT), `ceph` and
 /// `radosgw-admin` (which exit with 1), measured on 16.2.15.
@@ -149,8 +150,9 @@ impl CephCommand {
         Ok(has_secrets.then(|| parts.join(" ")))
     }
 
-    /// Runs the command on `target`; fails with `ClusterUnreachable` when the CLI found no monitor or gave no
-    /// answer within the timeout, and with `CommandFailed` on any other non-zero exit.
+    /// Runs the command on `target`; fails with `ClusterUnreachable` when the CLI found no monitor, a daemon
+    /// asked to be asked again, or no answer came within the timeout, and with `CommandFailed` on any other
+    /// non-zero exit.
     pub async fn run(&self, target: &Target) -> AgentResult<CommandOutput> {
         let shown = self.to_string();
         let failed = |exit_code, stderr: String| AgentError::CommandFailed {
@@ -218,9 +220,15 @@ impl CephCommand {
         if !output.status.success() {
             tracing::debug!(site = %target.site, command = %shown, exit_code = ?output.status.code(), elapsed_ms, "ceph command failed");
             let code = output.status.code();
+            let last = stderr.trim().lines().last().unwrap_or_default();
             if code == Some(ETIMEDOUT) || NO_CLUSTER.iter().any(|words| stderr.contains(words)) {
-                let last = stderr.trim().lines().last().unwrap_or_default();
                 return Err(unreachable(format!("no monitor answered: {}", self.scrub(last))));
+            }
+            // A daemon that is starting (the mgr's rbd_support module after a restart) asks to be asked
+            // again: the site cannot answer yet, which is not an answer, so it is waited out like silence.
+            let asks_again = ["try again", "Resource temporarily unavailable"];
+            if code == Some(EAGAIN) && asks_again.iter().any(|words| stderr.contains(words)) {
+                return Err(unreachable(format!("not ready yet: {}", self.scrub(last))));
             }
             return Err(failed(code, stderr.trim().to_string()));
         }
@@ -411,11 +419,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cli_that_finds_no_monitor_reports_the_cluster_unreachable() {
+    async fn a_cli_that_finds_no_monitor_or_a_daemon_not_ready_reports_the_cluster_unreachable() {
         // What `rbd` and `ceph` print against a site whose monitors are down (16.2.15).
         for (stderr, code) in [
             ("rbd: couldn't connect to the cluster!", 110),
             ("[errno 110] RADOS timed out (error connecting to the cluster)", 1),
+            // The mgr restarted a moment ago (site A back after an outage, 16.2.15).
+            (
+                "rbd: rbd mirror snapshot schedule list failed: (11) Resource temporarily unavailable: rbd_support module is not ready, try again",
+                11,
+            ),
         ] {
             let script = format!("echo \"{stderr}\" >&2; exit {code}");
             let error = CephCommand::new("sh")
