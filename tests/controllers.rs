@@ -11,7 +11,7 @@ use cephdr::{
     api::{self, conditions, CephRealm, CephSite, CephZone, RbdMirrorPool},
 };
 use common::{pool_manifest, ready, realm_manifest, zone_manifest, Bed};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 #[tokio::test]
@@ -223,22 +223,11 @@ async fn two_master_zones_in_one_zonegroup_are_refused_with_a_condition() -> Res
     bed.create::<CephZone>(zone_manifest("us-west", "site-b", true))
         .await?;
     bed.create::<CephRealm>(realm_manifest()).await?;
-    let realm = bed
-        .wait::<CephRealm>("production", "in conflict", Duration::from_secs(20), |r| {
-            r.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.reason == conditions::reason::CONFLICT)
-            })
+    let conflict =
+        condition_with_reason::<CephRealm>(&bed, "production", conditions::reason::CONFLICT, |r| {
+            r.status.as_ref().map(|s| s.conditions.as_slice())
         })
         .await?;
-    let conflict = realm
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.reason == conditions::reason::CONFLICT)
-        .unwrap();
     assert!(
         conflict.message.contains("us-east") && conflict.message.contains("us-west"),
         "{}",
@@ -260,28 +249,46 @@ async fn a_delta_sync_pool_whose_primary_annotation_names_an_unknown_site_says_s
     manifest["metadata"]["annotations"] =
         serde_json::json!({api::rbd_mirror_pool::PRIMARY_SITE_ANNOTATION: "site-c"});
     bed.create::<RbdMirrorPool>(manifest).await?;
-    let pool = bed
-        .wait::<RbdMirrorPool>("typo", "refused", Duration::from_secs(20), |p| {
-            p.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.reason == conditions::reason::INVALID_SPEC)
-            })
-        })
-        .await?;
-    let ready = pool
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == conditions::READY)
-        .context("Ready")?;
-    assert_eq!(ready.status, "False");
-    assert_eq!(ready.reason, conditions::reason::INVALID_SPEC);
+    let ready = condition_with_reason::<RbdMirrorPool>(&bed, "typo", conditions::reason::INVALID_SPEC, |p| {
+        p.status.as_ref().map(|s| s.conditions.as_slice())
+    })
+    .await?;
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        (conditions::READY, "False")
+    );
     assert!(ready.message.contains("site-c"), "{}", ready.message);
     assert!(
         !bed.b.rbd_pool("typo").await?.exists,
         "nothing is created on the copy site while the primary is unknown"
     );
     Ok(())
+}
+
+/// Waits until `name`'s status holds a condition with `reason`, and returns the first such condition.
+async fn condition_with_reason<K>(
+    bed: &Bed,
+    name: &str,
+    reason: &str,
+    conditions_of: impl Fn(&K) -> Option<&[Condition]>,
+) -> Result<Condition>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let with_reason = |object: &K| {
+        conditions_of(object)
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.reason == reason)
+            .cloned()
+    };
+    let object = bed
+        .wait::<K>(name, reason, Duration::from_secs(20), |o| {
+            with_reason(o).is_some()
+        })
+        .await?;
+    with_reason(&object).context("the condition went away")
 }

@@ -304,6 +304,21 @@ impl CephSite {
         run(&mut self.command_with("radosgw-admin", args)).with_context(|| format!("site {}", self.name))
     }
 
+    /// Creates an RGW user `uid` (`extra` adds e.g. `--rgw-zone`) and returns its access and secret key.
+    pub fn create_s3_user(&self, uid: &str, extra: &[&str]) -> Result<(String, String)> {
+        let uid_arg = format!("--uid={uid}");
+        let mut args = vec!["user", "create", uid_arg.as_str(), "--display-name", uid];
+        args.extend_from_slice(extra);
+        let user: serde_json::Value = serde_json::from_str(&self.radosgw_admin(&args)?)?;
+        let key = |name: &str| {
+            user["keys"][0][name]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("{name} of the new user {uid}"))
+        };
+        Ok((key("access_key")?, key("secret_key")?))
+    }
+
     fn start_daemon(&self, name: &str, command: Command) -> Result<()> {
         let log = self.dir.join("log").join(format!("{name}.out"));
         let launch = Launch::of(&command);

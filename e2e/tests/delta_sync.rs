@@ -742,20 +742,8 @@ async fn the_operator_backs_a_pool_up_to_a_store_that_keeps_and_restores_its_new
 /// receiver's [`Offsite`] and the test's own client of the bucket.
 async fn offsite_bucket(site: &'static CephSite) -> Result<(Offsite, Box<s3::Bucket>)> {
     let endpoint = tokio::task::spawn_blocking(move || site.start_rgw(None)).await??;
-    let uid = unique_name("vault");
-    let user: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
-        "user",
-        "create",
-        &format!("--uid={uid}"),
-        "--display-name=cephdr offsite copies",
-    ])?)?;
-    let key = |name: &str| {
-        user["keys"][0][name]
-            .as_str()
-            .map(|key| Sensitive(key.to_string()))
-            .context("the new user's keys")
-    };
-    let (access, secret) = (key("access_key")?, key("secret_key")?);
+    let (access, secret) = site.create_s3_user(&unique_name("vault"), &[])?;
+    let (access, secret) = (Sensitive(access), Sensitive(secret));
     let location = S3Location {
         endpoint: endpoint.clone(),
         region: "default".into(),

@@ -173,20 +173,10 @@ fn region(endpoint: &str) -> s3::Region {
 
 /// An S3 user made on the master zone (metadata sync carries it to B).
 fn s3_user(site: &CephSite) -> Result<(String, String)> {
-    let uid = unique_name("app");
-    let user: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
-        "user",
-        "create",
-        &format!("--uid={uid}"),
-        "--display-name=app",
-        &format!("--rgw-realm={REALM}"),
-        "--rgw-zone=east",
-    ])?)?;
-    let key = &user["keys"][0];
-    Ok((
-        key["access_key"].as_str().context("access key")?.to_string(),
-        key["secret_key"].as_str().context("secret key")?.to_string(),
-    ))
+    site.create_s3_user(
+        &unique_name("app"),
+        &[&format!("--rgw-realm={REALM}"), "--rgw-zone=east"],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -107,21 +107,8 @@ async fn rgw_on_site_a_returns_the_bytes_put_by_signed_s3_request() -> Result<()
     let sites = shared_ceph_sites().await?;
     let site = &sites.a;
     let endpoint = tokio::task::spawn_blocking(move || site.start_rgw(None)).await??;
-    let uid = unique_name("smoke");
-    let user: serde_json::Value = serde_json::from_str(&site.radosgw_admin(&[
-        "user",
-        "create",
-        &format!("--uid={uid}"),
-        "--display-name=smoke",
-    ])?)?;
-    let key = &user["keys"][0];
-    let credentials = s3::creds::Credentials::new(
-        key["access_key"].as_str(),
-        key["secret_key"].as_str(),
-        None,
-        None,
-        None,
-    )?;
+    let (access, secret) = site.create_s3_user(&unique_name("smoke"), &[])?;
+    let credentials = s3::creds::Credentials::new(Some(&access), Some(&secret), None, None, None)?;
     let region = s3::Region::Custom {
         region: "default".into(),
         endpoint,
