@@ -2,7 +2,7 @@
 //! persisted state machine that a restarted operator resumes from.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,20 @@ pub struct FailoverTargets {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub realms: Vec<String>,
+}
+
+impl FailoverRequest {
+    /// Whether this request is moving the primary of `pool` (in its namespace) right now: started, not
+    /// finished, not a dry run, and an action that demotes or promotes (a drill only reads).
+    pub fn moves_pool(&self, namespace: Option<&str>, pool: &str) -> bool {
+        let phase = self.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        self.namespace().as_deref() == namespace
+            && self.spec.targets.rbd_mirror_pools.iter().any(|p| p == pool)
+            && !self.spec.dry_run
+            && self.spec.action != FailoverAction::Drill
+            && phase != FailoverPhase::Pending
+            && !phase.is_terminal()
+    }
 }
 
 impl FailoverTargets {
@@ -185,5 +199,58 @@ impl StepState {
     /// Whether the row will not change any more.
     pub fn is_settled(self) -> bool {
         matches!(self, StepState::Done | StepState::Failed | StepState::Skipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(action: FailoverAction, phase: Option<FailoverPhase>, dry_run: bool) -> FailoverRequest {
+        let spec = FailoverRequestSpec {
+            action,
+            target_site: "site-b".into(),
+            targets: FailoverTargets {
+                rbd_mirror_pools: vec!["rbd".into()],
+                realms: vec![],
+            },
+            max_lag_seconds: None,
+            unreachable_timeout_seconds: None,
+            concurrency: None,
+            dry_run,
+        };
+        let mut request = FailoverRequest::new("move", spec);
+        request.metadata.namespace = Some("dr".into());
+        request.status = phase.map(|phase| FailoverRequestStatus {
+            phase,
+            ..FailoverRequestStatus::default()
+        });
+        request
+    }
+
+    #[test]
+    fn a_request_moves_its_pools_from_its_start_to_its_end_unless_it_only_reads() {
+        use FailoverPhase::*;
+        let running = request(FailoverAction::Planned, Some(Demoting), false);
+        assert!(running.moves_pool(Some("dr"), "rbd"));
+        assert!(!running.moves_pool(Some("dr"), "other"), "another pool");
+        assert!(!running.moves_pool(Some("prod"), "rbd"), "another namespace");
+        for phase in [Preflight, Syncing, Promoting, Verifying] {
+            assert!(request(FailoverAction::Emergency, Some(phase), false).moves_pool(Some("dr"), "rbd"));
+        }
+        for phase in [None, Some(Pending), Some(Completed), Some(Failed)] {
+            assert!(
+                !request(FailoverAction::Planned, phase, false).moves_pool(Some("dr"), "rbd"),
+                "{phase:?}"
+            );
+        }
+        assert!(
+            !request(FailoverAction::Planned, Some(Demoting), true).moves_pool(Some("dr"), "rbd"),
+            "dry run"
+        );
+        assert!(
+            !request(FailoverAction::Drill, Some(Verifying), false).moves_pool(Some("dr"), "rbd"),
+            "drill"
+        );
     }
 }

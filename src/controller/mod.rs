@@ -137,6 +137,24 @@ pub async fn run(
         },
     );
 
+    // A failover that starts or ends hands its pools over or back (see the pool controller's hold-off).
+    let pools = pools.watches(
+        scope.api::<FailoverRequest>(&client),
+        config.clone(),
+        |request: FailoverRequest| {
+            let namespace = request.namespace();
+            request
+                .spec
+                .targets
+                .rbd_mirror_pools
+                .into_iter()
+                .map(move |pool| match &namespace {
+                    Some(ns) => ObjectRef::new(&pool).within(ns),
+                    None => ObjectRef::new(&pool),
+                })
+        },
+    );
+
     // A zone that changes re-reconciles its realm (the realm is created where the master zone lives).
     let realms = realms.watches(
         scope.api::<CephZone>(&client),

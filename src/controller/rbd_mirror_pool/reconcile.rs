@@ -9,7 +9,7 @@ use kube::{
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
     Resource, ResourceExt,
 };
-use tracing::instrument;
+use tracing::{debug, instrument};
 
 use super::{
     plan::{
@@ -55,12 +55,31 @@ pub async fn reconcile(pool: Arc<RbdMirrorPool>, ctx: Arc<Context>) -> Result<Ac
 /// reconcile and one status write instead of one per phase, each triggered by the last status write.
 const ROUNDS_PER_RECONCILE: usize = 4;
 
+/// How often a pool left to a running failover looks again, in case the request's end went unseen.
+const HELD_BY_FAILOVER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Observes, plans and applies until the plan has no steps left (or the rounds run out), then writes status
 /// once. On cleanup returns an error until nothing is left to undo, so the finalizer stays until Ceph is
 /// clean.
 async fn converge(pool: &RbdMirrorPool, ctx: &Context, deleting: bool) -> Result<Action> {
     if pool.spec.engine == ReplicationEngine::DeltaSync {
         return converge_delta_sync(pool, ctx, deleting).await;
+    }
+    // A failover that moves this pool's images reads them itself; reading every image on both sites here
+    // too only competes with its `rbd` calls (at 100 images, a read took 15 to 50 s). Its end wakes this
+    // pool through the watch. Delta-sync pools are not held: their planned failover waits on this
+    // controller to ship the final snapshot.
+    let namespace = pool.namespace();
+    let held_by = ctx
+        .stores
+        .requests
+        .find(|request| request.moves_pool(namespace.as_deref(), &pool.name_any()));
+    if let (Some(request), false) = (held_by, deleting) {
+        debug!(
+            request = request.name_any(),
+            "a failover moves this pool's images: left to it"
+        );
+        return Ok(Action::requeue(HELD_BY_FAILOVER));
     }
     let mut tokens = read_tokens(pool, ctx).await?;
     let previous_conditions = pool
