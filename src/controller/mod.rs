@@ -138,20 +138,15 @@ pub async fn run(
     );
 
     // A failover that starts or ends hands its pools over or back (see the pool controller's hold-off).
+    let pool_store = stores.pools.clone();
     let pools = pools.watches(
         scope.api::<FailoverRequest>(&client),
         config.clone(),
-        |request: FailoverRequest| {
-            let namespace = request.namespace();
-            request
-                .spec
-                .targets
-                .rbd_mirror_pools
-                .into_iter()
-                .map(move |pool| match &namespace {
-                    Some(ns) => ObjectRef::new(&pool).within(ns),
-                    None => ObjectRef::new(&pool),
-                })
+        move |request: FailoverRequest| {
+            refs_where(&pool_store, |pool| {
+                pool.namespace() == request.namespace()
+                    && request.spec.targets.rbd_mirror_pools.contains(&pool.name_any())
+            })
         },
     );
 
