@@ -443,7 +443,22 @@ impl CephSite {
         for (name, launch) in &stopped {
             self.start_daemon(name, launch.command())?;
         }
-        self.wait_osd_up()
+        self.wait_osd_up()?;
+        // The site is back for a user once it answers RBD's mgr commands: until the mgr's rbd_support
+        // module has loaded, they fail with EAGAIN ("not ready, try again"), which cephdr waits out
+        // mid-failover but a new request's preflight reports as the site not answering.
+        wait_for(
+            &format!("site {}: the mgr's rbd_support module ready", self.name),
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || {
+                self.ensure_daemons_running()?;
+                Ok(self
+                    .rbd(&["mirror", "snapshot", "schedule", "ls", "--recursive"])
+                    .ok()
+                    .map(drop))
+            },
+        )
     }
 
     pub fn daemon_log(&self, name: &str, lines: usize) -> String {
