@@ -77,11 +77,7 @@ impl DirectoryStore {
     }
 
     async fn manifest(&self) -> Result<Manifest, TargetError> {
-        match tokio::fs::read(self.root.join(MANIFEST)).await {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(read_json(&self.root.join(MANIFEST)).await?.unwrap_or_default())
     }
 
     async fn save_manifest(&self, manifest: &Manifest) -> Result<(), TargetError> {
@@ -226,6 +222,17 @@ fn chain_of<'a>(points: &'a [Point], snap: &str) -> Result<&'a [Point], TargetEr
         .rposition(|p| p.from_snap.is_none())
         .ok_or_else(|| TargetError::NoSuchPoint(snap.to_string()))?;
     Ok(&points[start..=end])
+}
+
+/// The JSON file at `path`, or `None` when there is none.
+async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads until `buf` is full or the file ends.

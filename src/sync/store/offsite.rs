@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::fs::File;
 use tracing::{info, warn};
 
-use super::{chain_of, DirectoryStore, Manifest, Point, MANIFEST};
+use super::{chain_of, read_json, DirectoryStore, Manifest, Point, MANIFEST};
 use crate::{
     agent::Sensitive,
     error_chain,
@@ -221,11 +221,7 @@ impl Offsite {
 
 /// What the bucket holds of a store, as the last publish left it.
 async fn published(store: &DirectoryStore) -> Result<Manifest, TargetError> {
-    match tokio::fs::read(store.root.join(PUBLISHED)).await {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(read_json(&store.root.join(PUBLISHED)).await?.unwrap_or_default())
 }
 
 /// The stores under a backup directory: `(pool/name, its directory)`.
@@ -259,11 +255,5 @@ async fn subdirectories(dir: &Path) -> std::io::Result<Vec<String>> {
 
 /// The last pass's outcome under `dir`, when an offsite copy is configured for it.
 pub async fn last_report(dir: &Path) -> std::io::Result<Option<OffsiteReport>> {
-    match tokio::fs::read(dir.join(REPORT)).await {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    read_json(&dir.join(REPORT)).await
 }
